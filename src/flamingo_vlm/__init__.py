@@ -1,0 +1,8 @@
+"""flamingo_vlm: Flamingo visual language models (Alayrac et al., 2022)."""
+
+from flamingo_vlm.config import FlamingoConfig
+from flamingo_vlm.model import Flamingo, FlamingoOutput
+from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
+
+__all__ = ["EOC_TOKEN", "MEDIA_TOKEN", "Flamingo", "FlamingoConfig", "FlamingoOutput"]
+__version__ = "0.1.0"

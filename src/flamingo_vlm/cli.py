@@ -1,0 +1,41 @@
+"""The ``flamingo`` command.
+
+Each subcommand lives next to the code it drives (``flamingo_vlm.<area>.cli``) and exposes
+``register(subparsers)``; this file only lists them, so a subcommand can be read in one place.
+Modules are imported lazily so that ``flamingo --help`` works without the optional extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (subcommand module, extra that provides its dependencies)
+SUBCOMMAND_MODULES = (
+    "flamingo_vlm.data.cli",
+    "flamingo_vlm.evaluate.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flamingo", description="Flamingo visual language models.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and err.name.startswith("flamingo_vlm"):
+                continue  # that area is not part of this installation yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

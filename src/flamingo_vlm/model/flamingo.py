@@ -1,0 +1,298 @@
+"""Flamingo (Alayrac et al., 2022): a frozen LM and a frozen vision encoder, bridged by a trainable
+Perceiver Resampler and gated cross-attention blocks.
+
+    pixels (b, n, t, c, h, w) ─ vision (frozen) ─▶ (b, n, t, v, d_vis) ─ resampler ─▶ (b, n, L, d_vis)
+    input_ids (b, T) ─ LM (frozen) with gated xattn before every k-th layer ─▶ logits (b, T, V)
+
+Token ℓ cross-attends only to image φ(ℓ), the last ``<image>`` at or before it (``media_attention=
+"previous"``), or to every image up to φ(ℓ) (``"all_previous"``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+
+from flamingo_vlm.config import FlamingoConfig
+from flamingo_vlm.io import save_safetensors
+from flamingo_vlm.model.language import FlamingoLM, MediaScope
+from flamingo_vlm.model.media import last_media_index, media_attention_mask
+from flamingo_vlm.model.resampler import PerceiverResampler
+from flamingo_vlm.model.vision import VisionEncoder, load_vision_encoder
+from flamingo_vlm.tokenization import add_flamingo_tokens
+
+CONFIG_NAME = "flamingo_config.json"
+WEIGHTS_NAME = "flamingo.safetensors"
+
+
+@dataclass
+class FlamingoOutput:
+    logits: torch.Tensor  # (b, T, V)
+    loss: torch.Tensor | None = None
+    cache: Any = None  # the LM's self-attention KV cache when use_cache=True
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that ignore left padding, so a padded row matches its unpadded self (RoPE too)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (b, T)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL; labels are aligned with inputs (shifted here), -100 ignored."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def _load_lm(spec: str | nn.Module, lm_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
+    if isinstance(spec, nn.Module):
+        return spec, getattr(spec, "name_or_path", "") or ""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(spec, **lm_kwargs), str(spec)
+
+
+class Flamingo(nn.Module):
+    def __init__(self, config: FlamingoConfig, lm: nn.Module, vision: VisionEncoder, tokenizer) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, config.media_token, config.eoc_token)
+        self.vision = vision.requires_grad_(False).eval()
+        self.resampler = PerceiverResampler(
+            vision.hidden_size,
+            depth=config.resampler_depth,
+            num_latents=config.num_latents,
+            heads=config.resampler_heads,
+            dim_head=config.resampler_dim_head,
+            ff_mult=config.resampler_ff_mult,
+            max_frames=config.max_frames,
+            activation=config.activation,
+        )
+        self.language_model = FlamingoLM(
+            lm,
+            dim_visual=vision.hidden_size,
+            new_token_ids=[self.media_token_id, self.eoc_token_id],
+            cross_attn_every=config.cross_attn_every,
+            heads=config.xattn_heads,
+            dim_head=config.xattn_dim_head,
+            ff_mult=config.xattn_ff_mult,
+            activation=config.activation,
+            qk_norm=config.xattn_qk_norm,
+            decoder_layers_attr=config.decoder_layers_attr,
+        )
+        lm_vocab = self.language_model.vocab_size
+        if len(tokenizer) > lm_vocab:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the LM only {lm_vocab} output rows")
+
+    # ------------------------------------------------------------------ construction and I/O
+
+    @classmethod
+    def from_components(
+        cls,
+        lm: str | nn.Module,
+        vision: str | nn.Module,
+        *,
+        tokenizer=None,
+        lm_kwargs: dict[str, Any] | None = None,
+        **config_kwargs: Any,
+    ) -> Flamingo:
+        """Build a fresh Flamingo (random resampler and blocks, gates at 0) around two frozen parts.
+
+        ``lm``: a hub id, a local directory, or a loaded ``PreTrainedModel``; ``vision``: a directory
+        (CLIP, SigLIP or the built-in NFNet), a hub id, ``"timm:<name>"`` or a VisionEncoder module.
+        ``config_kwargs`` are :class:`FlamingoConfig` fields (``cross_attn_every``, ``num_latents``...).
+        """
+        lm_model, lm_ref = _load_lm(lm, lm_kwargs or {})
+        vision_encoder = load_vision_encoder(vision)
+        if tokenizer is None:
+            if not lm_ref:
+                raise ValueError("the LM was passed as a module without a name_or_path; pass tokenizer= too")
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(lm_ref)
+        config = FlamingoConfig(lm=lm_ref, vision=vision_encoder.reference, **config_kwargs)
+        return cls(config, lm_model, vision_encoder, tokenizer)
+
+    @property
+    def lm(self) -> nn.Module:
+        """The frozen Hugging Face causal LM."""
+        return self.language_model.lm
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def train(self, mode: bool = True) -> Flamingo:
+        super().train(mode)
+        self.vision.eval()  # frozen parts never switch to training behaviour
+        self.language_model.lm.eval()
+        return self
+
+    def save_pretrained(self, directory: str | Path, full: bool = False) -> None:
+        """Config, trainable weights (safetensors) and tokenizer; ``full`` also writes both frozen parts.
+
+        Without ``full`` the checkpoint refers to the LM and vision encoder by the path or hub id
+        they were loaded from, which keeps checkpoints small (the frozen parts are most of the bytes).
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = FlamingoConfig.from_dict(self.config.to_dict())
+        if full:
+            self.lm.save_pretrained(directory / "lm")
+            self.vision.save_pretrained(directory / "vision")
+            config.lm, config.vision = "lm", "vision"
+        missing = [name for name, ref in (("LM", config.lm), ("vision encoder", config.vision)) if not ref]
+        if missing:
+            raise ValueError(f"the {' and '.join(missing)} were built in memory and have no path; use full=True")
+        self.tokenizer.save_pretrained(directory)
+        save_safetensors(self.trainable_state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt"})
+        config.save(directory / CONFIG_NAME)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, lm_kwargs: dict[str, Any] | None = None) -> Flamingo:
+        from transformers import AutoTokenizer
+
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file():
+            raise ValueError(f"{directory} is not a Flamingo checkpoint (no {CONFIG_NAME})")
+        config = FlamingoConfig.load(directory / CONFIG_NAME)
+
+        def resolve(ref: str) -> str:  # self-contained checkpoints refer to their own sub-directories
+            return str(directory / ref) if (directory / ref).exists() else ref
+
+        lm, _ = _load_lm(resolve(config.lm), lm_kwargs or {})
+        model = cls(config, lm, load_vision_encoder(resolve(config.vision)), AutoTokenizer.from_pretrained(directory))
+        model.load_trainable_state_dict(load_file(directory / WEIGHTS_NAME))
+        return model
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        expected = self.trainable_state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
+        for name, tensor in state.items():
+            if tensor.shape != expected[name].shape:
+                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(expected[name].shape)}")
+        with torch.no_grad():
+            for name, param in expected.items():
+                param.copy_(state[name])
+
+    # ------------------------------------------------------------------ media
+
+    def encode_media(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        media_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Validate the media against the ``<image>`` tokens and resample them: (b, n_media, L, d_vis).
+
+        Only real media go through the encoder and resampler; padding slots stay zero and are
+        never attended to, because φ never exceeds a row's real media count.
+        """
+        b = input_ids.shape[0]
+        counts = (input_ids == self.media_token_id).sum(dim=1)  # (b,)
+        source = self._check_media_source(b, pixel_values, vision_features)
+        if source is None:
+            if counts.any():
+                rows = counts.nonzero().flatten().tolist()
+                raise ValueError(
+                    f"rows {rows} contain {counts[rows].tolist()} <image> tokens but no pixel_values or "
+                    "vision_features were given"
+                )
+            return self.resampler.latents.new_zeros(b, 0, self.config.num_latents, self.vision.hidden_size)
+        n = source.shape[1]
+        if media_mask is None:
+            media_mask = torch.ones(b, n, dtype=torch.bool, device=source.device)
+        media_mask = media_mask.bool()
+        if media_mask.shape != (b, n):
+            raise ValueError(f"media_mask has shape {tuple(media_mask.shape)}, expected (b, n_media) = {(b, n)}")
+        if (media_mask[:, 1:] & ~media_mask[:, :-1]).any():
+            raise ValueError("media_mask must list each row's real media first, then padding slots")
+        real = media_mask.sum(dim=1).to(counts.device)
+        if not torch.equal(real, counts):
+            bad = (real != counts).nonzero().flatten().tolist()
+            details = ", ".join(f"row {r}: {counts[r].item()} <image> tokens vs {real[r].item()} media" for r in bad)
+            raise ValueError(f"<image> token count differs from the number of real media ({details})")
+
+        if pixel_values is not None:
+            pixels = pixel_values[media_mask]  # (n_real, t, c, h, w)
+            t = pixels.shape[1]
+            with torch.no_grad():
+                param = next(self.vision.parameters())
+                features = self.vision(pixels.flatten(0, 1).to(param.device, param.dtype))  # (n_real·t, v, d)
+            features = features.unflatten(0, (-1, t))  # (n_real, t, v, d)
+        else:
+            features = vision_features[media_mask]  # (n_real, t, v, d)
+        dtype = self.resampler.latents.dtype
+        tokens = self.resampler(features.unsqueeze(0).to(dtype)).squeeze(0)  # (n_real, L, d)
+        media = tokens.new_zeros(b, n, *tokens.shape[1:])  # (b, n, L, d)
+        media[media_mask.to(media.device)] = tokens
+        return media
+
+    def _check_media_source(self, b: int, pixel_values, vision_features) -> torch.Tensor | None:
+        if pixel_values is not None and vision_features is not None:
+            raise ValueError("pass either pixel_values or vision_features, not both")
+        if pixel_values is not None:
+            v = self.vision
+            expected = f"(b, n_media, t, {v.num_channels}, {v.image_size}, {v.image_size})"
+            if pixel_values.ndim != 6:
+                raise ValueError(f"pixel_values must be {expected}; got shape {tuple(pixel_values.shape)}")
+            if pixel_values.shape[0] != b or pixel_values.shape[3:] != (v.num_channels, v.image_size, v.image_size):
+                raise ValueError(f"pixel_values must be {expected} with b={b}; got shape {tuple(pixel_values.shape)}")
+            return pixel_values
+        if vision_features is not None:
+            d = self.vision.hidden_size
+            if vision_features.ndim != 5 or vision_features.shape[0] != b or vision_features.shape[-1] != d:
+                raise ValueError(
+                    f"vision_features must be (b={b}, n_media, t, v, d={d}); got shape {tuple(vision_features.shape)}"
+                )
+            return vision_features
+        return None
+
+    # ------------------------------------------------------------------ forward
+
+    @property
+    def max_length(self) -> int | None:
+        config = self.lm.config
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+    def _check_length(self, length: int) -> None:
+        limit = self.max_length
+        if limit is not None and length > limit:
+            raise ValueError(f"sequence of {length} tokens exceeds the LM's {limit} positions")
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        media_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> FlamingoOutput:
+        """input_ids (b, T); pixel_values (b, n_media, t, c, h, w) or vision_features (b, n_media, t, v, d)."""
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be (b, T); got shape {tuple(input_ids.shape)}")
+        self._check_length(input_ids.shape[1])
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if position_ids is None:
+            position_ids = positions_from_mask(attention_mask)
+        media = self.encode_media(input_ids, pixel_values, vision_features, media_mask)
+        phi = last_media_index(input_ids, self.media_token_id)  # (b, T)
+        scope = MediaScope(media, media_attention_mask(phi, media.shape[1], self.config.media_attention))
+        logits, _ = self.language_model(input_ids, scope, attention_mask, position_ids)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return FlamingoOutput(logits=logits, loss=loss)
+
+    def extra_repr(self) -> str:
+        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self.named_children()}
+        return json.dumps(counts)

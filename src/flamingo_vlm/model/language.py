@@ -1,0 +1,223 @@
+"""The frozen language model, made to see: gated blocks before its decoder layers, new token rows.
+
+Any Hugging Face causal LM works if we can find its list of decoder layers. The LM object itself
+is never modified: no class swapping, no replaced modules. Each gated block runs from a forward
+pre-hook on its decoder layer, and the visual tokens reach it through a :class:`MediaScope` that
+exists only for the duration of one call (:meth:`FlamingoLM.media_scope`), so no layer keeps
+visual state between calls.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flamingo_vlm.model.xattn import GatedCrossAttentionDense, MediaKV
+
+# Where each architecture keeps its decoder layers (attribute path from the *ForCausalLM model).
+DECODER_LAYER_PATHS = {
+    "gpt2": "transformer.h",
+    "gptj": "transformer.h",
+    "bloom": "transformer.h",
+    "falcon": "transformer.h",
+    "opt": "model.decoder.layers",
+    "gpt_neox": "gpt_neox.layers",
+    "mpt": "transformer.blocks",
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "mixtral": "model.layers",
+    "qwen2": "model.layers",
+    "qwen3": "model.layers",
+    "gemma": "model.layers",
+    "gemma2": "model.layers",
+    "phi": "model.layers",
+    "phi3": "model.layers",
+    "stablelm": "model.layers",
+    "olmo": "model.layers",
+    "olmo2": "model.layers",
+}
+
+
+def find_decoder_layers(lm: nn.Module, attr: str | None = None) -> nn.ModuleList:
+    """The LM's decoder layers; ``attr`` (e.g. ``"model.layers"``) overrides the lookup."""
+    model_type = getattr(getattr(lm, "config", None), "model_type", None)
+    path = attr or DECODER_LAYER_PATHS.get(model_type)
+    if path is None:
+        raise ValueError(
+            f"don't know where a {model_type!r} model keeps its decoder layers; pass "
+            "decoder_layers_attr='<dotted path from the causal LM to its nn.ModuleList of layers>' "
+            "(for example 'model.layers') to Flamingo.from_components"
+        )
+    module = lm
+    for name in path.split("."):
+        if not hasattr(module, name):
+            raise ValueError(f"decoder_layers_attr {path!r} does not exist on {type(lm).__name__} (no {name!r})")
+        module = getattr(module, name)
+    if not isinstance(module, nn.ModuleList):
+        raise ValueError(f"decoder_layers_attr {path!r} is a {type(module).__name__}, not an nn.ModuleList")
+    return module
+
+
+class NewTokenEmbeddings(nn.Module):
+    """Trainable rows for the tokens the frozen LM never saw (``<image>``, ``<|endofchunk|>``).
+
+    Decoupled from the LM's embedding matrix so that the base vocabulary cannot drift, whatever
+    the optimiser does (weight decay included). The new ids ``first_id .. first_id+n-1`` either
+    extend the vocabulary or override padding rows of an LM whose matrix is larger than its
+    tokenizer. When the LM ties input and output embeddings, the new rows are tied too.
+    """
+
+    def __init__(self, lm: nn.Module, first_id: int, num_new: int) -> None:
+        super().__init__()
+        base_in, base_out = lm.get_input_embeddings(), lm.get_output_embeddings()
+        if first_id > base_in.num_embeddings:
+            raise ValueError(
+                f"the tokenizer places new tokens at id {first_id}, past the LM's {base_in.num_embeddings} "
+                "embedding rows: the tokenizer does not belong to this LM"
+            )
+        self.first_id, self.num_new = first_id, num_new
+        self.tied = base_out is not None and base_out.weight is base_in.weight
+        with torch.no_grad():
+            self.input = nn.Parameter(base_in.weight.float().mean(0).repeat(num_new, 1))  # (n, d)
+            self.output = None if self.tied else nn.Parameter(base_out.weight.float().mean(0).repeat(num_new, 1))
+
+    def vocab_size(self, base_rows: int) -> int:
+        return max(base_rows, self.first_id + self.num_new)
+
+    def embed(self, base: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
+        """ids: (b, L) → (b, L, d), base rows from the frozen LM, new rows from here."""
+        is_new = (ids >= self.first_id) & (ids < self.first_id + self.num_new)  # (b, L)
+        x = base(ids.masked_fill(is_new, 0))  # (b, L, d)
+        new = F.embedding((ids - self.first_id).clamp(0, self.num_new - 1), self.input)  # (b, L, d)
+        return torch.where(is_new.unsqueeze(-1), new.to(x.dtype), x)
+
+    def logits(self, head: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (b, L, d) → (b, L, V): the frozen head's columns with the new ones put in place."""
+        base = F.linear(hidden, head.weight, head.bias)  # (b, L, V_base)
+        new = F.linear(hidden, (self.input if self.tied else self.output).to(hidden.dtype))  # (b, L, n)
+        return torch.cat([base[..., : self.first_id], new, base[..., self.first_id + self.num_new :]], dim=-1)
+
+
+@dataclass
+class MediaScope:
+    """What the gated blocks see during one LM call.
+
+    ``media``: resampled visual tokens (b, n_media, n_latents, d_vis); ``attend``: (b, L, n_media)
+    which media each token of this call may see. ``kv_cache`` maps block index → projected keys
+    and values; generation passes the same dict to every step so they are projected once.
+    """
+
+    media: torch.Tensor
+    attend: torch.Tensor
+    kv_cache: dict[int, MediaKV] | None = field(default=None)
+
+
+class FlamingoLM(nn.Module):
+    """A frozen HF causal LM with gated cross-attention blocks before every n-th decoder layer."""
+
+    def __init__(
+        self,
+        lm: nn.Module,
+        *,
+        dim_visual: int,
+        new_token_ids: list[int],
+        cross_attn_every: int = 1,
+        heads: int = 8,
+        dim_head: int = 64,
+        ff_mult: int = 4,
+        activation: str = "squared_relu",
+        qk_norm: bool = False,
+        decoder_layers_attr: str | None = None,
+    ) -> None:
+        super().__init__()
+        ids = sorted(new_token_ids)
+        if ids != list(range(ids[0], ids[0] + len(ids))):
+            raise ValueError(f"the new special tokens must have consecutive ids, got {new_token_ids}")
+        self.lm = lm.requires_grad_(False).eval()
+        layers = find_decoder_layers(lm, decoder_layers_attr)
+        dim = lm.config.hidden_size  # the decoder's width (OPT may project embeddings to it)
+        # Block k sits before decoder layer k·every (paper: "every n-th layer", starting at the first).
+        self.xattn_layer_ids = list(range(0, len(layers), cross_attn_every))
+        self.gated_xattn = nn.ModuleList(
+            GatedCrossAttentionDense(dim, dim_visual, heads, dim_head, ff_mult, activation, qk_norm)
+            for _ in self.xattn_layer_ids
+        )
+        self.new_tokens = NewTokenEmbeddings(lm, ids[0], len(ids))
+        self._scope: MediaScope | None = None
+        for block_id, layer_id in enumerate(self.xattn_layer_ids):
+            layers[layer_id].register_forward_pre_hook(self._pre_hook(block_id), with_kwargs=True)
+        params = inspect.signature(lm.base_model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+
+    @property
+    def vocab_size(self) -> int:
+        return self.new_tokens.vocab_size(self.lm.get_input_embeddings().num_embeddings)
+
+    def train(self, mode: bool = True) -> FlamingoLM:
+        super().train(mode)
+        self.lm.eval()  # frozen: dropout stays off whatever the trainable parts do
+        return self
+
+    @contextmanager
+    def media_scope(self, scope: MediaScope) -> Iterator[None]:
+        """Make ``scope`` visible to the gated blocks for one call; always cleared afterwards."""
+        if self._scope is not None:
+            raise RuntimeError("nested Flamingo LM calls are not supported")
+        self._scope = scope
+        try:
+            yield
+        finally:
+            self._scope = None
+
+    def _pre_hook(self, block_id: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            scope = self._scope
+            if scope is None:
+                raise RuntimeError(
+                    "a Flamingo decoder layer ran outside Flamingo.forward; call the Flamingo model rather "
+                    "than its language model directly"
+                )
+            block = self.gated_xattn[block_id]
+            if scope.kv_cache is None:
+                media_kv = block.attn.project_media(scope.media)
+            else:
+                if block_id not in scope.kv_cache:
+                    scope.kv_cache[block_id] = block.attn.project_media(scope.media)
+                media_kv = scope.kv_cache[block_id]
+            if args:
+                return (block(args[0], media_kv, scope.attend), *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": block(kwargs["hidden_states"], media_kv, scope.attend)}
+
+        return hook
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        scope: MediaScope,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache=None,
+        use_cache: bool = False,
+        logits_slice: slice | None = None,
+    ) -> tuple[torch.Tensor, object]:
+        """input_ids (b, L) → logits (b, L', V) for positions ``logits_slice`` (all by default), cache."""
+        embeds = self.new_tokens.embed(self.lm.get_input_embeddings(), input_ids)  # (b, L, d)
+        with self.media_scope(scope):
+            out = self.lm.base_model(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=use_cache,
+                **{self._cache_kwarg: cache},
+            )
+        hidden = out.last_hidden_state  # (b, L, d)
+        if logits_slice is not None:
+            hidden = hidden[:, logits_slice]
+        logits = self.new_tokens.logits(self.lm.get_output_embeddings(), hidden)
+        return logits, (out[self._cache_kwarg] if use_cache else None)

@@ -1,0 +1,88 @@
+"""Gated cross-attention dense blocks (paper §2.2, Fig. 4): how a frozen LM starts to see.
+
+Each block is inserted before a frozen decoder layer. Its outputs are scaled by ``tanh(gate)``
+with the gates initialised at 0, so at initialisation the model *is* the frozen LM and training
+starts from its full language ability instead of from a randomly perturbed one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flamingo_vlm.config import Activation
+from flamingo_vlm.model.feedforward import FeedForward
+
+MediaKV = tuple[torch.Tensor, torch.Tensor]
+
+
+class MaskedCrossAttention(nn.Module):
+    """Text queries attend to the visual tokens of the media each token may see.
+
+    Visual keys/values are projected by :meth:`project_media` separately from the attention
+    itself, so generation can project them once per prompt and reuse them at every step.
+    """
+
+    def __init__(self, dim: int, dim_visual: int, heads: int = 8, dim_head: int = 64, qk_norm: bool = False) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim_visual, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=False)
+        self.q_norm = nn.LayerNorm(dim_head) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(dim_head) if qk_norm else nn.Identity()
+
+    def project_media(self, media: torch.Tensor) -> MediaKV:
+        """media: (b, n_media, n_latents, d_vis) → keys, values, each (b, h, n_media·n_latents, dh)."""
+        k, v = self.to_kv(media.flatten(1, 2)).chunk(2, dim=-1)  # (b, n·L, h·dh)
+        k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (k, v))
+        return self.k_norm(k), v
+
+    def forward(self, x: torch.Tensor, media_kv: MediaKV, attend: torch.Tensor) -> torch.Tensor:
+        """x: (b, L, d) text; attend: (b, L, n_media) which media each token sees → (b, L, d).
+
+        Tokens that see no media (φ = 0) get an output of exact zeros: masking every key would
+        make the softmax undefined, so they attend to everything and are zeroed afterwards.
+        """
+        k, v = media_kv
+        b, L, n_media = attend.shape
+        if n_media == 0:
+            return torch.zeros_like(x)
+        q = self.q_norm(self.to_q(self.norm(x)).unflatten(-1, (self.heads, -1)).transpose(1, 2))  # (b, h, L, dh)
+        sees_media = attend.any(dim=-1, keepdim=True)  # (b, L, 1)
+        num_latents = k.shape[2] // n_media
+        mask = (attend | ~sees_media).repeat_interleave(num_latents, dim=-1)  # (b, L, n·L_lat)
+        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=mask.unsqueeze(1))
+        out = self.to_out(out.transpose(1, 2).flatten(2))  # (b, L, d)
+        return out.masked_fill(~sees_media, 0.0)
+
+
+class GatedCrossAttentionDense(nn.Module):
+    """y ← y + tanh(α_attn)·xattn(y, media);  y ← y + tanh(α_ff)·ffw(y)."""
+
+    def __init__(
+        self,
+        dim: int,
+        dim_visual: int,
+        heads: int = 8,
+        dim_head: int = 64,
+        ff_mult: int = 4,
+        activation: Activation = "squared_relu",
+        qk_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.attn = MaskedCrossAttention(dim, dim_visual, heads, dim_head, qk_norm)
+        self.attn_gate = nn.Parameter(torch.tensor(0.0))
+        self.ff = FeedForward(dim, ff_mult, activation)
+        self.ff_gate = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, y: torch.Tensor, media_kv: MediaKV, attend: torch.Tensor) -> torch.Tensor:
+        """y: (b, L, d) hidden states of the frozen LM; returns the same shape and dtype."""
+        dtype = y.dtype
+        y = y.to(self.attn_gate.dtype)
+        y = y + self.attn_gate.tanh() * self.attn(y, media_kv, attend)
+        y = y + self.ff_gate.tanh() * self.ff(y)
+        return y.to(dtype)
