@@ -2,7 +2,8 @@
 
 from flamingo_vlm.config import FlamingoConfig
 from flamingo_vlm.model import Flamingo, FlamingoOutput
+from flamingo_vlm.processing import FlamingoProcessor
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
 
-__all__ = ["EOC_TOKEN", "MEDIA_TOKEN", "Flamingo", "FlamingoConfig", "FlamingoOutput"]
+__all__ = ["EOC_TOKEN", "MEDIA_TOKEN", "Flamingo", "FlamingoConfig", "FlamingoOutput", "FlamingoProcessor"]
 __version__ = "0.1.0"

@@ -1,0 +1,410 @@
+"""FlamingoProcessor: interleaved text, images and videos → the tensors ``Flamingo`` takes.
+
+A Flamingo prompt is text in which ``<image>`` marks where each image or video stands; the j-th
+marker of a row refers to media slot j of that row.  The processor keeps those two in step: it
+builds the text (or checks the caller's), tokenizes it, turns each image into a 1-frame video and
+each video into at most ``max_frames`` frames, and pads both text and media into one batch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+
+from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN, add_flamingo_tokens
+from flamingo_vlm.video import VIDEO_EXTENSIONS, describe_source, read_video_frames, subsample_evenly
+
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+
+Frame = Image.Image | np.ndarray
+# One image or video: a picture, a list of frames, a (t, h, w, c) array, or an encoded file.
+Media = Frame | Sequence[Frame] | str | os.PathLike | bytes
+# One interleaved sample: text pieces and media in reading order.
+Interleaved = Sequence[str | Media]
+
+
+@dataclass
+class ProcessorConfig:
+    """Everything but the tokenizer; saved as ``processor_config.json``."""
+
+    image_size: int
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    max_frames: int = 8
+    video_fps: float = 1.0
+    media_token: str = MEDIA_TOKEN
+    eoc_token: str = EOC_TOKEN
+
+    def __post_init__(self) -> None:
+        self.image_mean = tuple(float(m) for m in self.image_mean)
+        self.image_std = tuple(float(s) for s in self.image_std)
+        if len(self.image_mean) not in (1, 3) or len(self.image_std) != len(self.image_mean):
+            raise ValueError(
+                f"image_mean and image_std need 1 or 3 channels each, got {self.image_mean} and {self.image_std}"
+            )
+        if self.image_size < 1 or self.max_frames < 1 or self.video_fps <= 0:
+            raise ValueError(
+                f"need image_size >= 1, max_frames >= 1 and video_fps > 0, got "
+                f"{self.image_size}, {self.max_frames}, {self.video_fps}"
+            )
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.image_mean)
+
+
+class FlamingoProcessor:
+    """Prepares batches of interleaved text and visual media for ``Flamingo``.
+
+    Each batch item is either an interleaved list (``["<caption>", img, "Output: a cat.<|endofchunk|>",
+    video, ...]``, each media inserting ``<image>`` where it stands) or a text already holding
+    ``<image>`` markers together with its list of media (``proc(texts, images=[[img, ...], ...])``).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        image_size: int,
+        image_mean: Sequence[float],
+        image_std: Sequence[float],
+        max_frames: int = 8,
+        video_fps: float = 1.0,
+        media_token: str = MEDIA_TOKEN,
+        eoc_token: str = EOC_TOKEN,
+    ) -> None:
+        self.config = ProcessorConfig(
+            image_size=image_size,
+            image_mean=tuple(image_mean),
+            image_std=tuple(image_std),
+            max_frames=max_frames,
+            video_fps=video_fps,
+            media_token=media_token,
+            eoc_token=eoc_token,
+        )
+        self.tokenizer = tokenizer
+        self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, media_token, eoc_token)
+        self._mean = torch.tensor(self.config.image_mean).view(-1, 1, 1)  # (c, 1, 1)
+        self._std = torch.tensor(self.config.image_std).view(-1, 1, 1)  # (c, 1, 1)
+
+    # ------------------------------------------------------------------ construction / saving
+
+    @classmethod
+    def from_model(cls, model: Any, **overrides: Any) -> FlamingoProcessor:
+        """The processor matching a ``Flamingo`` model: its tokenizer, image geometry and frame budget."""
+        kwargs = dict(
+            tokenizer=model.tokenizer,
+            image_size=model.vision.image_size,
+            image_mean=model.vision.image_mean,
+            image_std=model.vision.image_std,
+            max_frames=model.config.max_frames,
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write the tokenizer and ``processor_config.json`` (safe next to a model checkpoint)."""
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory)
+        (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> FlamingoProcessor:
+        path = Path(directory) / PROCESSOR_CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: save the processor with save_pretrained, or build it with from_model"
+            )
+        kwargs = json.loads(path.read_text())
+        kwargs["tokenizer"] = overrides.pop("tokenizer", None) or AutoTokenizer.from_pretrained(directory)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # ------------------------------------------------------------------ pixels
+
+    def transform_image(self, image: Frame) -> torch.Tensor:
+        """One picture → normalised ``(c, image_size, image_size)`` float32 tensor.
+
+        The image is resized so its longer side is ``image_size`` and padded (centred) to a square
+        with the *mean* colour rather than cropped: nothing in the picture is lost (counting and
+        position questions depend on the edges), and after normalisation the bands are exactly 0,
+        the input the vision encoder's statistics treat as "no signal".
+        """
+        pil = _to_pil(image).convert("RGB" if self.config.num_channels == 3 else "L")
+        size = self.config.image_size
+        w, h = pil.size
+        scale = size / max(w, h)
+        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        if (new_w, new_h) != (w, h):
+            pil = pil.resize((new_w, new_h), Image.Resampling.BICUBIC)
+        pixels = torch.from_numpy(np.array(pil, dtype=np.uint8)).float().div_(255)  # (h, w[, c])
+        pixels = pixels.view(new_h, new_w, -1).permute(2, 0, 1)  # (c, h, w)
+        canvas = self._mean.expand(-1, size, size).clone()  # (c, size, size)
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        canvas[:, top : top + new_h, left : left + new_w] = pixels
+        return (canvas - self._mean) / self._std  # (c, size, size)
+
+    def load_video(
+        self, source: str | os.PathLike | bytes, fps: float | None = None, max_frames: int | None = None
+    ) -> list[Image.Image]:
+        """Decode a video with this processor's sampling rate and frame budget (overridable)."""
+        return read_video_frames(
+            source,
+            fps=self.config.video_fps if fps is None else fps,
+            max_frames=self.config.max_frames if max_frames is None else max_frames,
+        )
+
+    def transform_media(self, media: Media) -> torch.Tensor:
+        """An image or video → ``(t, c, h, w)``, an image being a video of one frame."""
+        frames = subsample_evenly(self._frames(media), self.config.max_frames)
+        return torch.stack([self.transform_image(f) for f in frames])  # (t, c, h, w)
+
+    def _frames(self, media: Media) -> list[Frame]:
+        if isinstance(media, Image.Image):
+            return [media]
+        if isinstance(media, np.ndarray):
+            if media.ndim in (2, 3):
+                return [media]
+            if media.ndim == 4:
+                frames = list(media)  # (t, h, w, c)
+            else:
+                raise ValueError(f"an array must be (h, w[, c]) or (t, h, w, c), got shape {media.shape}")
+        elif isinstance(media, (str, os.PathLike, bytes, bytearray)):
+            return self._decode(media)
+        elif isinstance(media, (list, tuple)):
+            frames = list(media)
+            bad = [type(f).__name__ for f in frames if not isinstance(f, (Image.Image, np.ndarray))]
+            if bad:
+                raise ValueError(f"video frames must be PIL images or arrays, got {', '.join(sorted(set(bad)))}")
+        else:
+            raise ValueError(
+                f"unsupported media type {type(media).__name__}: expected a PIL image, a numpy array, "
+                "a list of frames, a file path or encoded bytes"
+            )
+        if not frames:
+            raise ValueError("a video has no frames")
+        return frames
+
+    def _decode(self, source: str | os.PathLike | bytes) -> list[Image.Image]:
+        """An encoded file (path or bytes) → frames: one for an image, sampled frames for a video."""
+        name = describe_source(source)
+        is_path = isinstance(source, (str, os.PathLike))
+        if is_path and Path(source).suffix.lower() in VIDEO_EXTENSIONS:
+            return self.load_video(source)
+        if is_path and not os.path.isfile(source):
+            raise FileNotFoundError(f"media file not found: {name}")
+        try:
+            with Image.open(source if is_path else io.BytesIO(bytes(source))) as image:
+                return [image.copy()]  # decodes now, while the file is still open
+        except (UnidentifiedImageError, OSError) as image_error:
+            # Not a picture PIL knows: it may still be a video without a telling extension.
+            try:
+                return self.load_video(source)
+            except (ValueError, ImportError):
+                raise ValueError(f"cannot decode {name} as an image or a video: {image_error}") from image_error
+
+    # ------------------------------------------------------------------ batching
+
+    def __call__(
+        self,
+        inputs: str | Interleaved | Sequence[str] | Sequence[Interleaved],
+        images: Sequence[Media | Sequence[Media]] | None = None,
+        padding_side: Literal["left", "right"] = "left",
+        padding: Literal["longest", "max_length"] = "longest",
+        max_length: int | None = None,
+    ) -> BatchFeature:
+        """Tokenize and pad a batch; ``padding_side="left"`` for generation, ``"right"`` for training.
+
+        Returns ``input_ids (b, L)``, ``attention_mask (b, L)``, ``pixel_values (b, n, t, c, h, w)``
+        float32 and ``media_mask (b, n)`` bool, where ``n`` is the most media of any row and ``t``
+        the most frames of any media.  A batch without media still gets tensors, with ``n = 0``
+        and ``t = 1``, so the model's call never branches on ``None``.
+        """
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if padding not in ("longest", "max_length") or (padding == "max_length" and max_length is None):
+            raise ValueError(f"padding must be 'longest' or 'max_length' (with max_length), got {padding!r}")
+        texts, media = self._split(inputs, images)
+        for i, (text, row_media) in enumerate(zip(texts, media)):
+            n_markers = text.count(self.config.media_token)
+            if n_markers != len(row_media):
+                raise ValueError(
+                    f"item {i}: its text has {n_markers} {self.config.media_token} marker(s) "
+                    f"but {len(row_media)} media were given"
+                )
+        pixels = [[self._transform_at(m, i, j) for j, m in enumerate(row)] for i, row in enumerate(media)]
+        input_ids, attention_mask = self._tokenize(texts, padding_side, padding, max_length)
+        pixel_values, media_mask = self._stack_media(pixels)
+        return BatchFeature(
+            {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "pixel_values": pixel_values,
+                "media_mask": media_mask,
+            }
+        )
+
+    def _split(self, inputs: Any, images: Any) -> tuple[list[str], list[list[Media]]]:
+        """Normalise every accepted input form to (one text per row, its media in marker order)."""
+        if isinstance(inputs, str):
+            return self._split([inputs], None if images is None else [images])
+        if not isinstance(inputs, (list, tuple)) or not inputs:
+            raise ValueError(f"expected a text, an interleaved list or a non-empty batch of them, got {inputs!r:.80}")
+        if images is not None or all(isinstance(x, str) and not _is_media_path(x) for x in inputs):
+            if not all(isinstance(x, str) for x in inputs):
+                raise ValueError("images= goes with texts holding markers; interleaved lists carry their own media")
+            if images is None:
+                images = [[] for _ in inputs]
+            if len(images) != len(inputs):
+                raise ValueError(f"got {len(inputs)} texts but images for {len(images)} items")
+            media = [list(row) if isinstance(row, (list, tuple)) else [row] for row in images]
+            return list(inputs), media
+        if not all(isinstance(x, (list, tuple)) for x in inputs):  # one interleaved item
+            inputs = [inputs]
+        texts, media = [], []
+        for item in inputs:
+            pieces, row_media = [], []
+            for x in item:
+                if isinstance(x, str) and not _is_media_path(x):
+                    pieces.append(x)
+                else:
+                    pieces.append(self.config.media_token)
+                    row_media.append(x)
+            texts.append("".join(pieces))
+            media.append(row_media)
+        return texts, media
+
+    def _transform_at(self, media: Media, row: int, slot: int) -> torch.Tensor:
+        try:
+            return self.transform_media(media)  # (t, c, h, w)
+        except ValueError as e:
+            raise ValueError(f"item {row}, media {slot}: {e}") from e
+
+    def _tokenize(
+        self, texts: list[str], padding_side: str, padding: str, max_length: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.tokenizer(texts, padding=False, truncation=False)["input_ids"]
+        for i, (text, ids) in enumerate(zip(texts, rows)):
+            if max_length is not None and len(ids) > max_length:
+                # Truncation could cut <image> tokens away from their media: the caller must decide.
+                raise ValueError(f"item {i} is {len(ids)} tokens long, more than max_length={max_length}")
+            if ids.count(self.media_token_id) != text.count(self.config.media_token):
+                raise ValueError(f"item {i}: the tokenizer did not keep every {self.config.media_token} as one token")
+        width = max_length if padding == "max_length" else max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)  # (b, L)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (b, L)
+        for i, ids in enumerate(rows):
+            span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+            input_ids[i, span] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[i, span] = 1
+        return input_ids, attention_mask
+
+    def _stack_media(self, pixels: list[list[torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad media slots with zeros and frames by repeating each media's last frame.
+
+        The model has no frame mask: every frame slot is encoded, resampled and attended to.
+        Repeating the last frame keeps a short video a plausible video and leaves a 1-frame image
+        exactly that image, whereas zero frames would be attended to as black frames.
+        """
+        size, channels = self.config.image_size, self.config.num_channels
+        n_media = max(len(row) for row in pixels)
+        n_frames = max((m.shape[0] for row in pixels for m in row), default=1)
+        pixel_values = torch.zeros(len(pixels), n_media, n_frames, channels, size, size)  # (b, n, t, c, h, w)
+        media_mask = torch.zeros(len(pixels), n_media, dtype=torch.bool)  # (b, n)
+        for i, row in enumerate(pixels):
+            for j, frames in enumerate(row):  # (t_j, c, h, w)
+                pixel_values[i, j, : frames.shape[0]] = frames
+                pixel_values[i, j, frames.shape[0] :] = frames[-1]
+                media_mask[i, j] = True
+        return pixel_values, media_mask
+
+    # ------------------------------------------------------------------ decoding / scoring
+
+    def batch_decode(
+        self,
+        sequences: torch.Tensor | Sequence[Sequence[int]],
+        prompt_length: int | None = None,
+        skip_special_tokens: bool = True,
+    ) -> list[str]:
+        """Decode generated rows; with ``prompt_length``, only the new text after the padded prompt.
+
+        ``generate`` returns prompt + new tokens, so ``prompt_length`` is ``input_ids.shape[1]``.
+        The new text ends at the first ``<|endofchunk|>`` or EOS: what follows is padding of
+        finished beams, never part of the answer.  Without ``prompt_length`` whole rows are decoded.
+        """
+        return [self.decode(row, prompt_length, skip_special_tokens) for row in sequences]
+
+    def decode(
+        self,
+        sequence: torch.Tensor | Sequence[int],
+        prompt_length: int | None = None,
+        skip_special_tokens: bool = True,
+    ) -> str:
+        """One row of :meth:`batch_decode`, stripped of surrounding whitespace."""
+        ids = sequence.tolist() if isinstance(sequence, torch.Tensor) else list(sequence)
+        if prompt_length is not None:
+            ids = ids[prompt_length:]
+            stops = {self.eoc_token_id, self.tokenizer.eos_token_id} - {None}
+            end = next((k for k, token in enumerate(ids) if token in stops), len(ids))
+            ids = ids[:end]
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens).strip()
+
+    def tokenize_candidates(self, candidates: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        """Token ids of each row's candidate continuations, for ``Flamingo.score``.
+
+        No special tokens are added: a candidate continues the prompt, it does not start a text.
+        Write the separator the prompt expects (usually a leading space) into the candidate.
+        """
+        out = []
+        for i, row in enumerate(candidates):
+            ids = self.tokenizer(list(row), add_special_tokens=False)["input_ids"] if row else []
+            empty = [c for c, tokens in zip(row, ids) if not tokens]
+            if empty:
+                raise ValueError(f"row {i}: candidates {empty!r} tokenize to nothing")
+            out.append(ids)
+        return out
+
+
+def _to_pil(image: Frame) -> Image.Image:
+    """PIL images pass through; arrays (uint8, or float in [0, 1]) become PIL images.
+
+    Float arrays are quantised to uint8 so every input goes through the same PIL resampling, and an
+    image given as a file, a PIL image or an array yields the same tensor.
+    """
+    if isinstance(image, Image.Image):
+        return image
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ValueError(f"an image array must be (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), got {image.shape}")
+    if np.issubdtype(array.dtype, np.floating):
+        if array.size and (array.min() < 0 or array.max() > 1):
+            raise ValueError(f"float image arrays must lie in [0, 1], got [{array.min()}, {array.max()}]")
+        array = (array * 255).round()
+    elif array.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8 or float in [0, 1], got {array.dtype}")
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def _is_media_path(text: str) -> bool:
+    """Whether a string inside an interleaved list names an existing image or video file.
+
+    Only strings with a picture or video extension that exist on disk count, so ordinary text —
+    even text that happens to be a file name of something else — stays text.
+    """
+    if "\n" in text or len(text) > 4096:
+        return False
+    suffix = os.path.splitext(text)[1].lower()
+    known = suffix in VIDEO_EXTENSIONS or suffix in Image.registered_extensions()
+    return known and os.path.isfile(text)

@@ -1,0 +1,231 @@
+"""Model-level contracts: identity at init, masking through the LM, padding, trainable split, I/O."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tiny import IMAGE_SIZE, LM_FAMILIES, tiny_flamingo_kwargs
+from flamingo_vlm import Flamingo
+
+TEXTS = [
+    "<image>Output: a red square.<|endofchunk|><image>Output: a blue",
+    "a cat<image>Question: what colour? Answer:",
+]
+
+
+def build(lm_dirs, vision_dirs, family="llama", vision="nfnet", **kw) -> Flamingo:
+    return Flamingo.from_components(lm_dirs[family], vision_dirs[vision], **{**tiny_flamingo_kwargs(), **kw})
+
+
+def open_gates(model: Flamingo, value: float = 0.8) -> None:
+    with torch.no_grad():
+        for blk in model.language_model.gated_xattn:
+            blk.attn_gate.fill_(value)
+            blk.ff_gate.fill_(value / 2)
+
+
+def batch(model: Flamingo, texts=TEXTS, padding_side="right", n_media=2, frames=1):
+    tok = model.tokenizer
+    tok.padding_side = padding_side
+    enc = tok(texts, padding=True, return_tensors="pt")
+    counts = (enc.input_ids == model.media_token_id).sum(1)
+    media_mask = torch.arange(n_media) < counts[:, None]  # (b, n)
+    pixels = torch.randn(len(texts), n_media, frames, 3, IMAGE_SIZE, IMAGE_SIZE)
+    return dict(input_ids=enc.input_ids, attention_mask=enc.attention_mask, pixel_values=pixels, media_mask=media_mask)
+
+
+# ------------------------------------------------------------------------ identity at init
+
+
+@pytest.mark.parametrize("family", LM_FAMILIES)
+def test_identity_at_init(lm_dirs, vision_dirs, family):
+    model = build(lm_dirs, vision_dirs, family).eval()
+    inputs = batch(model)
+    other = {**inputs, "pixel_values": torch.randn_like(inputs["pixel_values"])}
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, model(**other).logits)
+        # Text without special tokens: exactly the bare LM's logits.
+        bare = AutoModelForCausalLM.from_pretrained(lm_dirs[family]).eval()
+        ids = model.tokenizer(["a red square is above a blue circle."], return_tensors="pt").input_ids
+        ours = model(ids).logits
+        theirs = bare(input_ids=ids).logits
+    assert ours.shape[-1] == theirs.shape[-1] + 2  # two new token columns
+    assert torch.equal(ours[..., : theirs.shape[-1]], theirs)
+
+
+# ------------------------------------------------------------------------ masking through the LM
+
+
+@pytest.mark.parametrize("mode", ["previous", "all_previous"])
+def test_no_token_depends_on_a_later_image(lm_dirs, vision_dirs, mode):
+    model = build(lm_dirs, vision_dirs, media_attention=mode).eval()
+    open_gates(model)
+    inputs = batch(model, texts=[TEXTS[0]])
+    ids = inputs["input_ids"][0]
+    image_pos = (ids == model.media_token_id).nonzero().flatten().tolist()
+    with torch.no_grad():
+        base = model(**inputs).logits[0]
+        for j, pos in enumerate(image_pos):
+            changed = inputs["pixel_values"].clone()
+            changed[0, j] = torch.randn_like(changed[0, j])
+            diff = (model(**{**inputs, "pixel_values": changed}).logits[0] - base).abs().amax(-1)  # (T,)
+            assert torch.all(diff[:pos] == 0), f"tokens before image {j} changed"
+            assert torch.all(diff[pos:] > 0), f"tokens from image {j} on did not see it"
+
+
+def test_tokens_before_first_image_never_depend_on_images(lm_dirs, vision_dirs):
+    model = build(lm_dirs, vision_dirs).eval()
+    open_gates(model)
+    inputs = batch(model, texts=[TEXTS[1]], n_media=1)
+    first = (inputs["input_ids"][0] == model.media_token_id).nonzero()[0, 0].item()
+    with torch.no_grad():
+        a = model(**inputs).logits
+        b = model(**{**inputs, "pixel_values": torch.randn_like(inputs["pixel_values"])}).logits
+    assert first > 0
+    assert torch.equal(a[:, :first], b[:, :first])
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_batch_matches_unbatched_rows(lm_dirs, vision_dirs, family, side):
+    model = build(lm_dirs, vision_dirs, family).eval()
+    open_gates(model)
+    inputs = batch(model, padding_side=side)
+    with torch.no_grad():
+        batched = model(**inputs).logits
+        for row in range(len(TEXTS)):
+            valid = inputs["attention_mask"][row].bool()
+            n_real = int(inputs["media_mask"][row].sum())
+            alone = model(
+                inputs["input_ids"][row : row + 1, valid],
+                pixel_values=inputs["pixel_values"][row : row + 1, :n_real],
+            ).logits[0]
+            torch.testing.assert_close(batched[row, valid], alone, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------ what trains
+
+
+def test_only_new_parts_train_and_frozen_weights_do_not_move(lm_dirs, vision_dirs):
+    model = build(lm_dirs, vision_dirs, "gpt2").train()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(
+        n.startswith(("resampler.", "language_model.gated_xattn.", "language_model.new_tokens.")) for n in trainable
+    )
+    assert not model.lm.training and not model.vision.training  # frozen parts stay in eval mode
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    new_before = model.language_model.new_tokens.input.detach().clone()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    open_gates(model, 0.5)  # so that gradients reach the blocks, the resampler and the new rows
+    inputs = batch(model)
+    labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+    model(**inputs, labels=labels).loss.backward()
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+    opt.step()
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            assert torch.equal(p, frozen[name]), name
+    assert not torch.equal(model.language_model.new_tokens.input, new_before)
+    assert model.resampler.latents.grad is not None
+
+
+def test_tied_lm_gets_tied_new_rows(lm_dirs, vision_dirs):
+    tied = build(lm_dirs, vision_dirs, "qwen2").language_model.new_tokens
+    untied = build(lm_dirs, vision_dirs, "llama").language_model.new_tokens
+    assert tied.tied and tied.output is None
+    assert not untied.tied and untied.output is not None
+
+
+def test_media_token_ids_are_exposed(lm_dirs, vision_dirs):
+    model = build(lm_dirs, vision_dirs)
+    assert model.tokenizer.convert_ids_to_tokens([model.media_token_id, model.eoc_token_id]) == [
+        "<image>",
+        "<|endofchunk|>",
+    ]
+
+
+# ------------------------------------------------------------------------ every family, every encoder
+
+
+@pytest.mark.parametrize(
+    "family,vision", [(f, "nfnet") for f in LM_FAMILIES] + [("gpt2", "clip"), ("llama", "siglip")]
+)
+def test_forward_backward_and_round_trip(lm_dirs, vision_dirs, family, vision, tmp_path):
+    model = build(lm_dirs, vision_dirs, family, vision, cross_attn_every=2)
+    open_gates(model, 0.3)
+    inputs = batch(model)
+    out = model(**inputs, labels=inputs["input_ids"])
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert model.language_model.gated_xattn[0].attn_gate.grad is not None
+    model.save_pretrained(tmp_path / "ckpt")
+    restored = Flamingo.from_pretrained(tmp_path / "ckpt")
+    model.eval(), restored.eval()
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, restored(**inputs).logits)
+
+
+def test_full_checkpoint_is_self_contained(lm_dirs, vision_dirs, tmp_path):
+    model = build(lm_dirs, vision_dirs, "opt", "clip").eval()
+    open_gates(model)
+    model.save_pretrained(tmp_path / "full", full=True)
+    assert (tmp_path / "full" / "lm" / "config.json").is_file()
+    assert (tmp_path / "full" / "vision" / "config.json").is_file()
+    restored = Flamingo.from_pretrained(tmp_path / "full").eval()
+    assert restored.config.lm == "lm"
+    inputs = batch(model)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, restored(**inputs).logits)
+
+
+def test_cross_attn_every_places_blocks(lm_dirs, vision_dirs):
+    assert build(lm_dirs, vision_dirs, cross_attn_every=1).language_model.xattn_layer_ids == [0, 1]
+    assert build(lm_dirs, vision_dirs, cross_attn_every=2).language_model.xattn_layer_ids == [0]
+
+
+# ------------------------------------------------------------------------ video
+
+
+@pytest.mark.parametrize("frames", [1, 8, 30])
+def test_video_inputs(lm_dirs, vision_dirs, frames):
+    model = build(lm_dirs, vision_dirs, max_frames=8)
+    open_gates(model)
+    inputs = batch(model, frames=frames)
+    out = model(**inputs)
+    assert out.logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(out.logits).all()
+
+
+def test_precomputed_vision_features_match_pixels(lm_dirs, vision_dirs):
+    model = build(lm_dirs, vision_dirs).eval()
+    open_gates(model)
+    inputs = batch(model)
+    pixels = inputs.pop("pixel_values")
+    with torch.no_grad():
+        features = model.vision(pixels.flatten(0, 2)).unflatten(0, pixels.shape[:3])  # (b, n, t, v, d)
+        a = model(**inputs, pixel_values=pixels).logits
+        b = model(**inputs, vision_features=features).logits
+    torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------------ bad input
+
+
+def test_bad_inputs_raise_named_value_errors(lm_dirs, vision_dirs):
+    model = build(lm_dirs, vision_dirs)
+    inputs = batch(model)
+    with pytest.raises(ValueError, match=r"row 1: 1 <image> tokens vs 2 media"):
+        model(**{**inputs, "media_mask": torch.ones(2, 2, dtype=torch.bool)})
+    with pytest.raises(ValueError, match=r"pixel_values must be .*got shape \(2, 2, 3, 32, 32\)"):
+        model(**{**inputs, "pixel_values": inputs["pixel_values"][:, :, 0]})
+    with pytest.raises(ValueError, match=r"got shape \(2, 2, 1, 3, 16, 16\)"):
+        model(**{**inputs, "pixel_values": torch.randn(2, 2, 1, 3, 16, 16)})
+    with pytest.raises(ValueError, match=r"<image> tokens but no pixel_values"):
+        model(inputs["input_ids"])
+    with pytest.raises(ValueError, match=r"sequence of 200 tokens exceeds the LM's 128 positions"):
+        model(torch.ones(1, 200, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"real media first"):
+        model(**{**inputs, "media_mask": torch.tensor([[True, True], [False, True]])})
+    with pytest.raises(ValueError, match=r"unknown vision encoder spec 'no/such/encoder'"):
+        Flamingo.from_components(lm_dirs["llama"], "no/such/encoder")
