@@ -69,3 +69,21 @@ def vision_dirs(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_flamingo_dir(tmp_path_factory, lm_dirs, vision_dirs) -> str:
+    """A saved tiny Flamingo (Llama LM, NFNet vision at 32 px) with open gates, for end-to-end tests."""
+    from flamingo_vlm import Flamingo
+
+    from tiny import tiny_flamingo_kwargs
+
+    torch.manual_seed(0)
+    model = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], **tiny_flamingo_kwargs())
+    with torch.no_grad():
+        for block in model.language_model.gated_xattn:
+            block.attn_gate.fill_(0.5)
+            block.ff_gate.fill_(0.5)
+    path = tmp_path_factory.mktemp("tiny-flamingo")
+    model.save_pretrained(path, full=True)
+    return str(path)

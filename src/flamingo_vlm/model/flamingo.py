@@ -22,6 +22,7 @@ from torch import nn
 
 from flamingo_vlm.config import FlamingoConfig
 from flamingo_vlm.io import save_safetensors
+from flamingo_vlm.model import generation
 from flamingo_vlm.model.language import FlamingoLM, MediaScope
 from flamingo_vlm.model.media import last_media_index, media_attention_mask
 from flamingo_vlm.model.resampler import PerceiverResampler
@@ -292,6 +293,14 @@ class Flamingo(nn.Module):
         logits, _ = self.language_model(input_ids, scope, attention_mask, position_ids)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return FlamingoOutput(logits=logits, loss=loss)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):
+        """Cached beam search / greedy / sampling; see :func:`flamingo_vlm.model.generation.generate`."""
+        return generation.generate(self, input_ids, attention_mask, **kwargs)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):
+        """Candidate log-likelihoods; see :func:`flamingo_vlm.model.generation.score`."""
+        return generation.score(self, input_ids, attention_mask, **kwargs)
 
     def extra_repr(self) -> str:
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self.named_children()}
