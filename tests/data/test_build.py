@@ -1,0 +1,72 @@
+import json
+import os
+import tarfile
+
+from data_fixtures import image_bytes, noisy_jpeg, transform
+from flamingo_vlm.cli import main
+from flamingo_vlm.data import InterleavedDataset, Slot
+from flamingo_vlm.data.build import build_web_shards, find_pages
+from flamingo_vlm.tokenization import MEDIA_TOKEN
+
+
+def make_site(root):
+    """Good pages and one page for every bad-input case; returns the expected counts."""
+    img = root / "img"
+    img.mkdir(parents=True)
+    (img / "red.png").write_bytes(image_bytes(color=(255, 0, 0)))
+    (img / "blue.jpg").write_bytes(image_bytes(color=(0, 0, 255), fmt="JPEG"))
+    (img / "red_copy.png").write_bytes(image_bytes(color=(255, 0, 0)))  # same bytes, other name
+    (img / "tiny.png").write_bytes(image_bytes(size=(20, 20)))
+    (img / "truncated.jpg").write_bytes(noisy_jpeg(0)[:500])
+    (img / "garbage.png").write_bytes(b"not an image at all")
+    pages = {
+        "good1.html": '<p>A red square.</p><img src="img/red.png"><p>Then blue.</p><img src="img/blue.jpg"><p>End.</p>',
+        "good2.html": '<h2>Broken things</h2><img src="img/truncated.jpg"><img src="img/missing.png"><img src="img/garbage.png">'
+                      '<img src="img/tiny.png"><img src="img/red.png"><img src="img/red_copy.png"><p>only red survives</p>',
+        "no_text.html": '<div><img src="img/red.png"></div><script>text in a script is not text</script>',
+        "no_images.html": "<p>words only</p>",
+        "only_bad_images.html": '<p>words</p><img src="img/garbage.png">',
+        "gallery.html": "<p>gallery</p>" + "".join(f'<img src="img/{i}.png">' for i in range(1000)),
+    }
+    for name, body in pages.items():
+        (root / name).write_text(f"<html><body>{body}</body></html>", encoding="utf-8")
+    (root / "latin1.html").write_bytes("<p>caf\xe9</p><img src='img/red.png'>".encode("latin-1"))
+    pages_skipped = {"no_text": 1, "no_images": 2, "too_many_images": 1, "non_utf8_text": 1}
+    images_skipped = {"undecodable_image": 3, "missing_image_file": 1, "image_too_small": 1, "duplicate_image": 1}
+    return 2, pages_skipped, 3, images_skipped
+
+
+def test_build_web_skips_every_bad_case_and_counts_add_up(tmp_path, tokenizer):
+    kept, pages_skipped, images_kept, images_skipped = make_site(tmp_path / "site")
+    pages = find_pages([tmp_path / "site"])
+    report = build_web_shards(pages, tmp_path / "shards", pages_per_shard=1, progress=False)
+    assert report.pages_kept == kept and report.pages_skipped == pages_skipped
+    assert report.pages_kept + sum(report.pages_skipped.values()) == len(pages) == 7
+    assert report.images_kept == images_kept and report.images_skipped == images_skipped
+    assert len(report.shards) == kept
+
+    with tarfile.open(report.shards[0]) as tar:
+        names = sorted(tar.getnames())
+        doc = json.loads(tar.extractfile(next(n for n in names if n.endswith(".json"))).read())
+    assert [n.split(".", 1)[1] for n in names] == ["0.png", "1.jpg", "json"]  # good1.html, its images by position
+    assert [i.get("text", i.get("src")) for i in doc["items"]] == ["A red square.", "0.png", "Then blue.", "1.jpg", "End."]
+    assert doc["items"][1]["width"] == 80
+
+    # the shards feed the interleaved dataset
+    stream = InterleavedDataset(report.shards, tokenizer, transform).samples(Slot())
+    sample = next(stream)
+    assert int((sample["input_ids"] == tokenizer.convert_tokens_to_ids(MEDIA_TOKEN)).sum()) == sample["pixel_values"].shape[0]
+
+
+def test_cli_build_web(tmp_path, capsys):
+    make_site(tmp_path / "site")
+    assert main(["data", "build-web", str(tmp_path / "site"), "-o", str(tmp_path / "out"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "pages: kept 2, skipped 5" in out and "too_many_images=1" in out
+    assert os.listdir(tmp_path / "out") == ["web-000000.tar"]
+
+
+def test_cli_build_web_nothing_usable(tmp_path):
+    (tmp_path / "a.html").write_text("<p>no images</p>")
+    assert main(["data", "build-web", str(tmp_path / "a.html"), "-o", str(tmp_path / "out"), "--no-progress"]) == 1
+    assert os.listdir(tmp_path / "out") == []
