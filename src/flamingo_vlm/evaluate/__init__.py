@@ -1,0 +1,1 @@
+"""Few-shot evaluation on the benchmarks' own files: tasks, metrics, prompting, RICES."""

@@ -1,0 +1,96 @@
+"""The benchmark registry: each name maps to a :class:`TaskSpec` reading that benchmark's published layout.
+
+The file layouts below are the ones the datasets ship with (see ``docs/evaluate.md``); ShapesWorld
+writes its evaluation sets in the same layouts, so the same code scores both.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from flamingo_vlm.evaluate.tasks.base import (
+    CAPTION_TEMPLATE,
+    OPEN_ENDED_TEMPLATE_VQA,
+    Example,
+    Prediction,
+    Split,
+    TaskSpec,
+)
+from flamingo_vlm.evaluate.tasks.captioning import read_karpathy, score_captions
+from flamingo_vlm.evaluate.tasks.classification import read_image_folder, score_classification
+from flamingo_vlm.evaluate.tasks.hateful_memes import HATEFUL_MEMES_TEMPLATE, read_hateful_memes, score_hateful_memes
+from flamingo_vlm.evaluate.tasks.video_qa import read_video_qa, score_video_qa
+from flamingo_vlm.evaluate.tasks.vqa import read_textvqa, read_vizwiz, read_vqa_format, score_vqa
+
+_COCO_IMAGES = "{split}2014/COCO_{split}2014_{image_id:012d}.jpg"
+
+
+def _vqa(name: str, reader, eval_split: str = "val") -> TaskSpec:
+    return TaskSpec(name, reader, OPEN_ENDED_TEMPLATE_VQA, "generate", score_vqa, eval_split, "train", max_new_tokens=5)
+
+
+def _caption(name: str, reader, eval_split: str = "test") -> TaskSpec:
+    return TaskSpec(name, reader, CAPTION_TEMPLATE, "generate", score_captions, eval_split, "train", max_new_tokens=20)
+
+
+def _video_qa(name: str, videos: str) -> TaskSpec:
+    reader = partial(read_video_qa, videos=videos)
+    return TaskSpec(
+        name, reader, OPEN_ENDED_TEMPLATE_VQA, "generate", score_video_qa, "test", "train", "video", max_new_tokens=5
+    )
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        _vqa(
+            "vqav2",
+            partial(
+                read_vqa_format,
+                questions="v2_OpenEnded_mscoco_{split}2014_questions.json",
+                annotations="v2_mscoco_{split}2014_annotations.json",
+                images=_COCO_IMAGES,
+            ),
+        ),
+        _vqa(
+            "okvqa",
+            partial(
+                read_vqa_format,
+                questions="OpenEnded_mscoco_{split}2014_questions.json",
+                annotations="mscoco_{split}2014_annotations.json",
+                images=_COCO_IMAGES,
+            ),
+        ),
+        _vqa(
+            "textvqa",
+            partial(read_textvqa, annotations="TextVQA_0.5.1_{split}.json", images="train_images/{image_id}.jpg"),
+        ),
+        _vqa("vizwiz", partial(read_vizwiz, annotations="Annotations/{split}.json", images="{split}/{image}")),
+        _caption("coco", partial(read_karpathy, annotations="dataset_coco.json", images="{filepath}/{filename}")),
+        _caption(
+            "flickr30k",
+            partial(read_karpathy, annotations="dataset_flickr30k.json", images="flickr30k-images/{filename}"),
+        ),
+        TaskSpec(
+            "hateful_memes",
+            read_hateful_memes,
+            HATEFUL_MEMES_TEMPLATE,
+            "rank",
+            score_hateful_memes,
+            "dev_seen",
+            "train",
+        ),
+        TaskSpec("imagenet", read_image_folder, CAPTION_TEMPLATE, "rank", score_classification, "val", "train"),
+        _video_qa("msvdqa", "videos/{name}.avi"),
+        _video_qa("msrvttqa", "videos/video{video_id}.mp4"),
+    )
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
+    return TASKS[name]
+
+
+__all__ = ["TASKS", "Example", "Prediction", "Split", "TaskSpec", "get_task"]

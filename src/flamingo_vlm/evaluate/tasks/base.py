@@ -1,0 +1,123 @@
+"""What every task shares: one example, one loaded split, and the task description itself.
+
+A task is data, not a class hierarchy: a reader that turns the benchmark's published files into
+:class:`Example` records, a prompt template, how answers are produced (generated or ranked), and a
+scorer.  The runner treats all tasks alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+OPEN_ENDED_TEMPLATE_VQA = "<image>Question: {question} Answer: {answer}<|endofchunk|>"
+CAPTION_TEMPLATE = "<image>Output: {answer}<|endofchunk|>"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One benchmark record, reduced to what prompting and scoring need.
+
+    ``fields`` fill the template (e.g. ``question``); ``answer`` fills ``{answer}`` when the example
+    is shown as a support example; ``references`` are what the metric compares against (human
+    answers, reference captions); ``label`` is the class index of close-ended tasks.
+    """
+
+    id: str
+    media: tuple[str, ...]
+    fields: dict[str, str] = field(default_factory=dict)
+    answer: str = ""
+    references: tuple[str, ...] = ()
+    label: int | None = None
+
+
+@dataclass
+class Split:
+    """The usable examples of one split, and a count of the records that were not usable (by reason)."""
+
+    examples: list[Example]
+    bad: Counter = field(default_factory=Counter)
+    candidates: list[str] | None = None  # close-ended tasks: the answers ranked; ``label`` indexes them
+
+    @property
+    def num_records(self) -> int:
+        return len(self.examples) + sum(self.bad.values())
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A model output for one query: generated text, or one log-likelihood per candidate."""
+
+    text: str
+    candidate_logprobs: tuple[float, ...] | None = None
+
+
+Reader = Callable[[Path, str], Split]
+Scorer = Callable[[Sequence[Example], Sequence[Prediction], Sequence[str]], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything the runner needs to evaluate one benchmark.
+
+    ``mode="generate"`` answers by beam search; ``mode="rank"`` scores every candidate of the eval
+    split (class names, yes/no) by log-likelihood.  ``scorer(examples, predictions, candidates)``
+    returns the metrics (in percent, as the paper reports them), the first being the headline.
+    """
+
+    name: str
+    reader: Reader
+    template: str
+    mode: Literal["generate", "rank"]
+    scorer: Scorer
+    eval_split: str
+    support_split: str
+    media: Literal["image", "video"] = "image"
+    max_new_tokens: int = 10
+
+
+class RecordChecker:
+    """Turns raw records into examples, counting (never raising on) malformed records and missing files."""
+
+    def __init__(self, split_name: str) -> None:
+        self.split_name = split_name
+        self.examples: list[Example] = []
+        self.bad: Counter = Counter()
+
+    def add(self, make: Callable[[], Example]) -> None:
+        """Build an example with ``make``; a KeyError/TypeError/ValueError marks the record malformed."""
+        try:
+            example = make()
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            self.bad["malformed_record"] += 1
+            logger.debug("%s: malformed record (%r)", self.split_name, err)
+            return
+        missing = [m for m in example.media if not Path(m).is_file()]
+        if missing:
+            self.bad["missing_media"] += 1
+            logger.debug("%s: missing media %s", self.split_name, missing[0])
+            return
+        self.examples.append(example)
+
+    def split(self, candidates: list[str] | None = None) -> Split:
+        if self.bad:
+            total = len(self.examples) + sum(self.bad.values())
+            logger.warning("%s: skipped %s of %d records", self.split_name, dict(self.bad), total)
+        return Split(self.examples, self.bad, candidates)
+
+
+def read_json(path: Path) -> Any:
+    """Load a JSON file, naming the file in the error a user will see."""
+    if not path.is_file():
+        raise ValueError(f"expected the benchmark file {path}, which does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err

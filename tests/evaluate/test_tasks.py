@@ -1,0 +1,59 @@
+"""Every reader on a tiny benchmark written in its published layout, plus bad-input counting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flamingo_vlm.evaluate.tasks import TASKS, get_task
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_reader_reads_published_layout(task: str, benchmark_writer) -> None:
+    spec = get_task(task)
+    root = benchmark_writer(task, n_train=6, n_eval=3)
+    train, val = spec.reader(root, spec.support_split), spec.reader(root, spec.eval_split)
+    assert (len(train.examples), len(val.examples)) == (6, 3)
+    assert not train.bad and not val.bad
+    for ex in train.examples + val.examples:
+        assert len(ex.media) == 1 and Path(ex.media[0]).is_file()
+        assert ex.answer and ex.references
+    if spec.mode == "rank":
+        assert val.candidates and all(0 <= ex.label < len(val.candidates) for ex in val.examples)
+        assert all(val.candidates[ex.label] == ex.answer for ex in val.examples)
+    assert len({ex.id for ex in val.examples}) == 3
+
+
+def test_vqa_reader_fields(benchmark_writer) -> None:
+    spec = get_task("vqav2")
+    ex = spec.reader(benchmark_writer("vqav2"), "val").examples[1]
+    assert ex.fields == {"question": "What colour is the square?"}
+    assert ex.answer == "green" and len(ex.references) == 10  # majority answer; all 10 humans kept
+    assert ex.media[0].endswith("val2014/COCO_val2014_000000001001.jpg")
+
+
+def test_imagenet_class_names_and_labels(benchmark_writer) -> None:
+    split = get_task("imagenet").reader(benchmark_writer("imagenet"), "val")
+    assert split.candidates == ["red thing", "green thing", "blue thing"]
+
+
+def test_bad_records_are_counted_not_dropped_silently(benchmark_writer) -> None:
+    spec = get_task("hateful_memes")
+    root = benchmark_writer("hateful_memes", n_eval=4)
+    (root / "img" / "dev_seen00001.png").unlink()  # a missing image
+    with open(root / "dev_seen.jsonl", "a") as f:
+        f.write("{not json\n")
+        f.write(json.dumps({"id": "x", "img": "img/dev_seen00000.png", "text": "no label"}) + "\n")
+    split = spec.reader(root, "dev_seen")
+    assert len(split.examples) == 3
+    assert split.bad == {"missing_media": 1, "malformed_record": 2}
+    assert split.num_records == 6
+
+
+def test_missing_annotation_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ValueError, match="v2_OpenEnded_mscoco_val2014_questions.json"):
+        get_task("vqav2").reader(tmp_path, "val")
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("nope")
