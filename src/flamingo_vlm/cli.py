@@ -11,10 +11,12 @@ import argparse
 import importlib
 import sys
 
-# (subcommand module, extra that provides its dependencies)
 SUBCOMMAND_MODULES = (
+    "flamingo_vlm.inference",
+    "flamingo_vlm.pretrain.cli",
     "flamingo_vlm.data.cli",
     "flamingo_vlm.evaluate.cli",
+    "flamingo_vlm.train.cli",
 )
 
 

@@ -131,10 +131,11 @@ class _Stopper:
 def _processors(
     prompt_length: int, min_new_tokens: int, stop_ids: list[int], repetition_penalty: float,
     no_repeat_ngram_size: int, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
+    device: torch.device | str = "cpu",
 ) -> LogitsProcessorList:
     procs = LogitsProcessorList()
     if min_new_tokens > 0 and stop_ids:
-        procs.append(MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, stop_ids))
+        procs.append(MinNewTokensLengthLogitsProcessor(prompt_length, min_new_tokens, stop_ids, device=device))
     if repetition_penalty != 1.0:
         procs.append(RepetitionPenaltyLogitsProcessor(repetition_penalty))
     if no_repeat_ngram_size > 0:
@@ -197,7 +198,7 @@ def generate(
     pad_token_id = model.tokenizer.pad_token_id if pad_token_id is None else pad_token_id
     stopper = _Stopper(model.tokenizer, stop_ids, stop_strings)
     procs = _processors(input_ids.shape[1], min_new_tokens, stop_ids, repetition_penalty, no_repeat_ngram_size,
-                        do_sample, temperature, top_k, top_p)
+                        do_sample, temperature, top_k, top_p, input_ids.device)
     media = (pixel_values, vision_features, media_mask)
 
     if num_beams == 1:

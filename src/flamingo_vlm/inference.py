@@ -1,0 +1,39 @@
+"""``flamingo generate``: ask a saved checkpoint about images from the shell."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from flamingo_vlm.model import Flamingo
+from flamingo_vlm.processing import FlamingoProcessor
+
+
+def answer(
+    model: Flamingo, processor: FlamingoProcessor, prompt: str, media: list, num_beams: int = 3, max_new_tokens: int = 20
+) -> str:
+    """The model's continuation of one interleaved prompt (media given in ``<image>`` order)."""
+    device = next(model.parameters()).device
+    batch = processor([prompt], images=[media]).to(device)
+    sequences = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    return processor.batch_decode(sequences, prompt_length=batch["input_ids"].shape[1])[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    model = Flamingo.from_pretrained(args.model).to(args.device).eval()
+    processor = FlamingoProcessor.from_model(model)
+    prompt = args.prompt if args.prompt is not None else "<image>Output:" * len(args.image)
+    print(answer(model, processor, prompt, list(args.image), args.num_beams, args.max_new_tokens))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("generate", help="continue an interleaved prompt with a saved model")
+    parser.add_argument("--model", required=True, help="directory written by Flamingo.save_pretrained")
+    parser.add_argument("--image", nargs="*", default=[], help="image or video files, in <image> order")
+    parser.add_argument("--prompt", help='e.g. "<image>Question: what colour is it? Answer:" (default: <image>Output:)')
+    parser.add_argument("--num-beams", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=20)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.set_defaults(func=run)
