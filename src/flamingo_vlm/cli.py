@@ -16,6 +16,8 @@ SUBCOMMAND_MODULES = (
     "flamingo_vlm.pretrain.cli",
     "flamingo_vlm.data.cli",
     "flamingo_vlm.evaluate.cli",
+    "flamingo_vlm.convert.cli",
+    "flamingo_vlm.world.cli",
     "flamingo_vlm.train.cli",
 )
 
