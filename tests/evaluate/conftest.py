@@ -136,6 +136,19 @@ def write_video_qa(root: Path, dataset: str, counts: dict[str, int]) -> None:
         (root / "youtube_mapping.txt").write_text("\n".join(names) + "\n")
 
 
+def write_episodic(root: Path, task: str, counts: dict[str, int]) -> None:
+    """ShapesWorld episodes (each query with 4 support examples), written by the world generator."""
+    import random
+
+    from flamingo_vlm.world.episodes import attribute_episode, binding_episode, write_episodes
+    from flamingo_vlm.world.scene import RenderConfig
+
+    config, rng = RenderConfig(image_size=24), random.Random(task)
+    make = attribute_episode if task == "shapesworld_attribute" else binding_episode
+    for split, n in counts.items():
+        write_episodes(root, split, task, [make(rng, config, 4) for _ in range(n)], config)
+
+
 def write_benchmark(task: str, root: Path, n_train: int = 6, n_eval: int = 4) -> Path:
     """Write benchmark ``task`` under ``root`` with the task's default support and eval split names."""
     from flamingo_vlm.evaluate.tasks import get_task
@@ -153,6 +166,8 @@ def write_benchmark(task: str, root: Path, n_train: int = 6, n_eval: int = 4) ->
         "imagenet": lambda: write_image_folder(root, counts),
         "msvdqa": lambda: write_video_qa(root, "msvdqa", counts),
         "msrvttqa": lambda: write_video_qa(root, "msrvttqa", counts),
+        "shapesworld_attribute": lambda: write_episodic(root, task, {spec.eval_split: n_eval}),
+        "shapesworld_binding": lambda: write_episodic(root, task, {spec.eval_split: n_eval}),
     }
     root.mkdir(parents=True, exist_ok=True)
     writers[task]()

@@ -10,7 +10,11 @@ import pytest
 from flamingo_vlm.evaluate.tasks import TASKS, get_task
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+POOLED = sorted(name for name, spec in TASKS.items() if not spec.episodic)
+EPISODIC = sorted(name for name, spec in TASKS.items() if spec.episodic)
+
+
+@pytest.mark.parametrize("task", POOLED)
 def test_reader_reads_published_layout(task: str, benchmark_writer) -> None:
     spec = get_task(task)
     root = benchmark_writer(task, n_train=6, n_eval=3)
@@ -24,6 +28,25 @@ def test_reader_reads_published_layout(task: str, benchmark_writer) -> None:
         assert val.candidates and all(0 <= ex.label < len(val.candidates) for ex in val.examples)
         assert all(val.candidates[ex.label] == ex.answer for ex in val.examples)
     assert len({ex.id for ex in val.examples}) == 3
+
+
+@pytest.mark.parametrize("task", EPISODIC)
+def test_episodic_reader_gives_each_query_its_support(task: str, benchmark_writer) -> None:
+    spec = get_task(task)
+    split = spec.reader(benchmark_writer(task, n_eval=3), spec.eval_split)
+    assert len(split.examples) == 3 and not split.bad
+    for ex in split.examples:
+        assert len(ex.support) == 4 and all(Path(s.media[0]).is_file() for s in ex.support)
+        assert ex.candidates[ex.label] == ex.answer
+
+
+def test_episodic_reader_counts_missing_support_images(benchmark_writer) -> None:
+    spec = get_task("shapesworld_binding")
+    root = benchmark_writer("shapesworld_binding", n_eval=3)
+    first = spec.reader(root, "test").examples[0]
+    Path(first.support[2].media[0]).unlink()
+    split = spec.reader(root, "test")
+    assert len(split.examples) == 2 and split.bad == {"missing_media": 1}
 
 
 def test_vqa_reader_fields(benchmark_writer) -> None:

@@ -47,6 +47,7 @@ class EvalConfig:
     support_split: str | None = None
     cache_dir: str = ".cache/flamingo_rices"
     progress: bool = True
+    blind: bool = False  # the same prompts with every image blanked: what text alone can answer
 
     def __post_init__(self) -> None:
         self.shots = tuple(self.shots)
@@ -161,29 +162,43 @@ class Evaluator:
         query = run.queries[index]
         try:
             query_media = self._load(run, query)
+            if run.spec.episodic:
+                support, text_only = self._episode_support(run, query, shots, rng)
+            else:
+                support, text_only = self._pool_support(run, index, shots, rng)
         except MediaError as err:
             logger.warning("%s: %s", run.spec.name, err)
             run.broken_queries.add(index)
             return None
+        orders = [list(range(len(support)))]
+        if run.spec.mode == "rank" and not text_only:
+            orders += [rng.sample(orders[0], len(support)) for _ in range(self.config.ensembles - 1)]
+        prompts = [build_prompt(run.template, query, [support[i][0] for i in order], text_only) for order in orders]
+        media = [[m for i in ([] if text_only else order) for m in support[i][1]] + query_media for order in orders]
+        return _Query(index, query, [example.id for example, _ in support], prompts, media)
+
+    def _pool_support(self, run: _TaskRun, index: int, shots: int, rng: random.Random):
+        """Support drawn from the task's support split, with their decoded media."""
         while True:
             chosen, text_only = self._choose_support(run, index, shots, rng)
-            support_media = {}
-            for i in [] if text_only else chosen:
+            support = []
+            for i in chosen:
+                example = run.support.examples[i]
                 try:
-                    support_media[i] = self._load(run, run.support.examples[i])
+                    support.append((example, [] if text_only else self._load(run, example)))
                 except MediaError as err:
                     logger.warning("%s (support): %s", run.spec.name, err)
                     run.broken_support.add(i)
-            if text_only or len(support_media) == len(chosen):
-                break
-        orders = [chosen]
-        if run.spec.mode == "rank" and not text_only:
-            orders += [rng.sample(chosen, len(chosen)) for _ in range(self.config.ensembles - 1)]
-        prompts = [
-            build_prompt(run.template, query, [run.support.examples[i] for i in order], text_only) for order in orders
-        ]
-        media = [[m for i in ([] if text_only else order) for m in support_media[i]] + query_media for order in orders]
-        return _Query(index, query, [run.support.examples[i].id for i in chosen], prompts, media)
+            if len(support) == len(chosen):
+                return support, text_only
+
+    def _episode_support(self, run: _TaskRun, query: Example, shots: int, rng: random.Random):
+        """The episode's own first ``shots`` support examples, in a per-trial order; 0 shots: none."""
+        if len(query.support) < shots:
+            raise ValueError(f"{run.spec.name}: episode {query.id} has {len(query.support)} support examples, "
+                             f"fewer than {shots} shots")
+        chosen = rng.sample(query.support[:shots], shots)
+        return [(example, self._load(run, example)) for example in chosen], False
 
     # ------------------------------------------------------------------ model calls
 
@@ -206,6 +221,8 @@ class Evaluator:
 
     def _inputs(self, prompts: Sequence[Prompt], media: Sequence[list[Any]]) -> dict[str, torch.Tensor]:
         batch = self.processor([p.text for p in prompts], images=list(media), padding_side="left")
+        if self.config.blind:
+            batch["pixel_values"] = torch.zeros_like(batch["pixel_values"])  # the mean colour everywhere
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def _generate(self, spec: TaskSpec, batch: Sequence[_Query]) -> list[Prediction]:
@@ -217,19 +234,19 @@ class Evaluator:
 
     def _rank(self, run: _TaskRun, batch: Sequence[_Query]) -> list[Prediction]:
         """Sum log-likelihood of every candidate, averaged over each query's support orderings."""
-        candidates = run.eval_split.candidates
-        if not candidates:
+        per_query = [list(q.example.candidates) or run.eval_split.candidates for q in batch]
+        if not all(per_query):
             raise ValueError(f"{run.spec.name}: a close-ended task needs candidates")
         prompts = [p for q in batch for p in q.prompts]
         media = [m for q in batch for m in q.media]
-        texts = [[run.template.continuation(c, q.example) for c in candidates] for q in batch for _ in q.prompts]
+        texts = [[run.template.continuation(c, q.example) for c in cands]
+                 for q, cands in zip(batch, per_query) for _ in q.prompts]
         inputs = self._inputs(prompts, media)
         scores = self.model.score(**inputs, candidates=self.processor.tokenize_candidates(texts)).sum_logprobs
-        scores = scores[:, : len(candidates)].float().cpu()  # (rows, num_candidates)
         out = []
-        for rows in scores.split([len(q.prompts) for q in batch]):
-            mean = rows.mean(dim=0)  # (num_candidates,)
-            out.append(Prediction(candidates[int(mean.argmax())], tuple(mean.tolist())))
+        for rows, cands in zip(scores.float().cpu().split([len(q.prompts) for q in batch]), per_query):
+            mean = rows[:, : len(cands)].mean(dim=0)  # (num_candidates,)
+            out.append(Prediction(cands[int(mean.argmax())], tuple(mean.tolist())))
         return out
 
 
@@ -238,7 +255,7 @@ def _prediction_row(
 ) -> dict[str, Any]:
     row = {"task": run.spec.name, "shots": shots, "seed": seed, "id": example.id, "prediction": pred.text,
            "references": list(example.references), "support_ids": support_ids}  # fmt: skip
-    candidates = run.eval_split.candidates
+    candidates = list(example.candidates) or run.eval_split.candidates
     if pred.candidate_logprobs is not None and candidates:
         ranked = sorted(range(len(candidates)), key=lambda i: -pred.candidate_logprobs[i])[:5]
         row["top5"] = [[candidates[i], pred.candidate_logprobs[i]] for i in ranked]

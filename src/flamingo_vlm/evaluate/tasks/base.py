@@ -27,7 +27,9 @@ class Example:
 
     ``fields`` fill the template (e.g. ``question``); ``answer`` fills ``{answer}`` when the example
     is shown as a support example; ``references`` are what the metric compares against (human
-    answers, reference captions); ``label`` is the class index of close-ended tasks.
+    answers, reference captions); ``label`` is the class index of close-ended tasks. Episodic tasks
+    (the task is defined inside each prompt) give every query its own ``support`` examples and
+    ``candidates``.
     """
 
     id: str
@@ -36,6 +38,8 @@ class Example:
     answer: str = ""
     references: tuple[str, ...] = ()
     label: int | None = None
+    support: tuple[Example, ...] = ()
+    candidates: tuple[str, ...] = ()
 
 
 @dataclass
@@ -81,6 +85,7 @@ class TaskSpec:
     support_split: str
     media: Literal["image", "video"] = "image"
     max_new_tokens: int = 10
+    episodic: bool = False  # support examples come with each query; zero-shot is the query alone
 
 
 class RecordChecker:
@@ -99,7 +104,8 @@ class RecordChecker:
             self.bad["malformed_record"] += 1
             logger.debug("%s: malformed record (%r)", self.split_name, err)
             return
-        missing = [m for m in example.media if not Path(m).is_file()]
+        own_support = [m for support in example.support for m in support.media]
+        missing = [m for m in (*example.media, *own_support) if not Path(m).is_file()]
         if missing:
             self.bad["missing_media"] += 1
             logger.debug("%s: missing media %s", self.split_name, missing[0])
