@@ -1,0 +1,325 @@
+"""Training checkpoints: atomic, verified, pruned, and exact enough to resume bit for bit.
+
+One checkpoint is a directory ``step-00001000/``:
+
+- ``flamingo_config.json``, ``flamingo.safetensors``, tokenizer files: a normal Flamingo checkpoint
+  (``Flamingo.from_pretrained`` loads it), the trainable weights only;
+- ``optimizer.safetensors`` (single process and DDP) or ``sharded/`` (FSDP, written by every rank
+  with ``torch.distributed.checkpoint``): optimiser state, and under FSDP the weights' shards too;
+- ``trainer_state.json``: step, scheduler, optimiser hyper-parameters, counters, the config;
+- ``rank-<r>.safetensors``: each rank's RNG states and data-mixture position;
+- ``manifest.json``, written last: size and SHA-256 of every file.
+
+Nothing is unpickled on load (tensors come from safetensors, the rest from JSON), except the
+``.metadata`` file that ``torch.distributed.checkpoint`` itself pickles in FSDP checkpoints. The
+directory is assembled under a temporary name and renamed once complete, so a crash never leaves
+a half-written ``step-*``; a checkpoint damaged later (truncated copy, bad disk) fails the
+manifest check and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from flamingo_vlm.io import save_safetensors, write_text
+from flamingo_vlm.model.flamingo import CONFIG_NAME, WEIGHTS_NAME
+
+logger = logging.getLogger(__name__)
+
+STEP_DIR = re.compile(r"^step-(\d+)$")
+MANIFEST = "manifest.json"
+TRAINER_STATE = "trainer_state.json"
+OPTIMIZER = "optimizer.safetensors"
+SHARDED = "sharded"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is incomplete, damaged, or written by an incompatible run."""
+
+
+# ---------------------------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, JSON) capturing torch (CPU + CUDA), Python and NumPy generators."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    return tensors, {
+        "python": [version, list(state), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, state, gauss = meta["python"]
+    random.setstate((version, tuple(state), gauss))
+    name, keys, *rest = meta["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+
+
+# ------------------------------------------------------------------------------------- optimiser
+
+
+def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``optimizer.state_dict()`` → (tensors for safetensors, JSON-able rest)."""
+    tensors, scalars = {}, {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for flat, value in [*tensors.items(), *meta["scalars"].items()]:
+        index, key = flat.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+# ------------------------------------------------------------------------------------ file checks
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(directory: Path) -> None:
+    """Fsync every file and record its size and hash; written last, it marks the checkpoint complete."""
+    entries = {}
+    for path in _files(directory):
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        entries[str(path.relative_to(directory))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    write_text(json.dumps(entries, indent=1) + "\n", directory / MANIFEST)
+
+
+def verify(directory: Path) -> None:
+    """Raise :class:`CheckpointError` unless every file matches the manifest."""
+    try:
+        entries = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{directory}: no readable {MANIFEST} ({e})") from e
+    for name, entry in entries.items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: {name} is missing")
+        if path.stat().st_size != entry["size"]:
+            raise CheckpointError(f"{directory}: {name} has {path.stat().st_size} bytes, expected {entry['size']} (truncated?)")
+        if _sha256(path) != entry["sha256"]:
+            raise CheckpointError(f"{directory}: {name} is corrupted (checksum mismatch)")
+
+
+# ------------------------------------------------------------------------------------ distributed
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _barrier() -> None:
+    if _distributed():
+        dist.barrier()
+
+
+def _broadcast(value: Any) -> Any:
+    if not _distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@dataclass
+class Restored:
+    """What a loaded checkpoint gives back besides the weights and optimiser (already restored)."""
+
+    path: Path
+    trainer_state: dict[str, Any]
+    rank_state: dict[str, Any]  # this rank's JSON state (mixture position...)
+
+
+class CheckpointManager:
+    """Saves and restores training state under ``directory``; collective under torch.distributed.
+
+    ``sharded=True`` (FSDP) writes weights and optimiser state with ``torch.distributed.checkpoint``:
+    every rank writes its own shards, no rank ever holds the full optimiser state.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        keep_last: int = 3,
+        sharded: bool = False,
+        export_shapes: dict[str, torch.Size] | None = None,
+    ) -> None:
+        """``export_shapes``: the trainable parameters' shapes in the plain model, used when a
+        wrapper changed them (FSDP2 turns scalars into 1-element vectors)."""
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.sharded = sharded
+        self.export_shapes = export_shapes or {}
+        self.rank = dist.get_rank() if _distributed() else 0
+
+    def checkpoints(self) -> list[Path]:
+        """Complete-looking checkpoint directories, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()]
+        return [p for _, p in sorted(found)]
+
+    # ----------------------------------------------------------------------------------- save
+
+    def save(
+        self,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        trainer_state: dict[str, Any],
+        rank_state: dict[str, Any],
+    ) -> Path:
+        """Write checkpoint ``step`` atomically; ``model`` is the unwrapped Flamingo (FSDP-sharded or not)."""
+        final = self.directory / f"step-{step:08d}"
+        tmp = self.directory / f".step-{step:08d}.tmp"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        _barrier()
+
+        weights = self.full_trainable_state(model)
+        if self.sharded:
+            import torch.distributed.checkpoint as dcp
+
+            model_state, optim_state = self._sharded_state(model, optimizer)
+            dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp / SHARDED))
+        if self.rank == 0:
+            save_safetensors(weights, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
+            model.config.save(tmp / CONFIG_NAME)
+            model.tokenizer.save_pretrained(tmp)
+            state = dict(trainer_state, step=step)
+            if not self.sharded:
+                tensors, meta = flatten_optimizer_state(optimizer.state_dict())
+                save_safetensors(tensors, tmp / OPTIMIZER)
+                state["optimizer"] = meta
+            write_text(json.dumps(state, indent=1) + "\n", tmp / TRAINER_STATE)
+        rng_tensors, rng_meta = rng_state()
+        save_safetensors(rng_tensors, tmp / f"rank-{self.rank}.safetensors",
+                         metadata={"rng": json.dumps(rng_meta), "state": json.dumps(rank_state)})  # fmt: skip
+        _barrier()
+        if self.rank == 0:
+            write_manifest(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # make the rename itself durable
+            finally:
+                os.close(fd)
+            for old in self.checkpoints()[: -self.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        _barrier()
+        return final
+
+    def full_trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The complete trainable weights in the plain model's shapes (collective under FSDP; rank 0 gets them)."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+            state = get_model_state_dict(model, options=options)
+        else:
+            state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+        return {k: v.reshape(self.export_shapes[k]) if k in self.export_shapes else v for k, v in state.items()}
+
+    @staticmethod
+    def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        return get_state_dict(model, optimizer, options=StateDictOptions(ignore_frozen_params=True))
+
+    # ----------------------------------------------------------------------------------- load
+
+    def load_latest(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Restored | None:
+        """Restore the newest checkpoint that verifies; warn about (and skip) damaged ones."""
+        chosen = None
+        if self.rank == 0:
+            for path in reversed(self.checkpoints()):
+                try:
+                    verify(path)
+                    chosen = str(path)
+                    break
+                except CheckpointError as e:
+                    message = f"checkpoint {path.name} cannot be used ({e}); falling back to the previous one"
+                    warnings.warn(message, stacklevel=2)
+                    logger.warning(message)
+        chosen = _broadcast(chosen)
+        if chosen is None:
+            return None
+        return self.load(Path(chosen), model, optimizer)
+
+    def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Restored:
+        trainer_state = json.loads((path / TRAINER_STATE).read_text())
+        rank_file = path / f"rank-{self.rank}.safetensors"
+        if not rank_file.is_file():
+            raise CheckpointError(f"{path} has no state for rank {self.rank}: it was written with fewer ranks")
+        if self.sharded:
+            if not (path / SHARDED).is_dir():
+                raise CheckpointError(f"{path} is not a sharded (FSDP) checkpoint")
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            model_state, optim_state = self._sharded_state(model, optimizer)
+            state = {"model": model_state, "optimizer": optim_state}
+            dcp.load(state, checkpoint_id=str(path / SHARDED))
+            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                           options=StateDictOptions(ignore_frozen_params=True, strict=False))  # fmt: skip
+        else:
+            if "optimizer" not in trainer_state:
+                raise CheckpointError(f"{path} is a sharded (FSDP) checkpoint; resume it with strategy: fsdp")
+            model.load_trainable_state_dict(load_file(path / WEIGHTS_NAME))
+            tensors = load_file(path / OPTIMIZER)
+            optimizer.load_state_dict(unflatten_optimizer_state(tensors, trainer_state["optimizer"]))
+            for group in optimizer.param_groups:  # JSON turned the tuple into a list
+                group["betas"] = tuple(group["betas"])
+        with safe_open(str(rank_file), framework="pt") as f:
+            meta = f.metadata()
+            rng_tensors = {k: f.get_tensor(k) for k in f.keys()}
+        set_rng_state(rng_tensors, json.loads(meta["rng"]))
+        return Restored(path, trainer_state, json.loads(meta["state"]))

@@ -1,0 +1,206 @@
+"""Training configuration: YAML files mapped onto dataclasses, with ``key=value`` overrides.
+
+A typo in a config must not silently fall back to a default (a misspelt ``warmup_step`` would
+train a different model), so unknown keys are errors that name the full dotted key. Overrides use
+the same dotted paths (``optim.lr=3e-4``, ``data.datasets.1.weight=0.5``) and YAML value syntax.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from flamingo_vlm.config import FlamingoConfig
+
+DatasetType = Literal["interleaved", "image_text", "video_text"]
+Strategy = Literal["auto", "none", "ddp", "fsdp"]
+Precision = Literal["auto", "bf16", "fp32"]
+LRSchedule = Literal["constant", "cosine"]
+
+
+@dataclass
+class DatasetConfig:
+    """One component of the mixture: where its shards are, its λ and its batch size."""
+
+    name: str
+    type: DatasetType
+    shards: str | list[str]
+    weight: float = 1.0  # λ: multiplies this dataset's loss
+    batch_size: int = 8  # per rank and per optimiser step (split into micro-batches by grad_accum)
+    max_length: int = 32  # tokens (paper: 256 for interleaved, 32 for pairs)
+    max_images: int = 5  # interleaved only: images per window
+    p_next: float = 0.5  # interleaved only: probability of tying text to the next image
+    num_frames: int = 8  # video only
+    fps: float = 1.0  # video only
+    shuffle_buffer: int = 64
+
+
+@dataclass
+class DataConfig:
+    datasets: list[DatasetConfig] = field(default_factory=list)
+    schedule: Literal["accumulate", "round_robin"] = "accumulate"
+    num_workers: int = 0
+    seed: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # gated-block weight matrices only
+    warmup_steps: int = 5000
+    schedule: LRSchedule = "constant"
+    min_lr_ratio: float = 0.0  # cosine: final lr = lr · min_lr_ratio
+    grad_clip: float | None = 1.0  # global norm, once per optimiser step; null disables
+    grad_accum: int = 1  # micro-batches per dataset batch
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = 1000  # optimiser steps between checkpoints (and one at the end)
+    keep_last: int = 3
+
+
+@dataclass
+class LoggingConfig:
+    every: int = 1  # steps between metric records
+    progress: bool = True  # tqdm bar on rank 0
+    tensorboard: bool = False  # only if tensorboard is installed
+    wandb: bool = False  # only if wandb is installed
+    wandb_project: str = "flamingo"
+
+
+@dataclass
+class TrainConfig:
+    model: FlamingoConfig = field(default_factory=FlamingoConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    output_dir: str = "runs/flamingo"
+    max_steps: int = 1000
+    seed: int = 0
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    activation_checkpointing: bool = False  # recompute the frozen LM layers in backward
+    feature_cache: str | None = None  # directory for cached frozen vision features
+    max_consecutive_skips: int = 10  # non-finite steps in a row before the run aborts
+    strategy: Strategy = "auto"  # auto: ddp under torchrun with several ranks, else none
+    device: str = "auto"
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.optim.grad_accum < 1:
+            raise ValueError(f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}")
+        for d in self.data.datasets:
+            if d.batch_size % self.optim.grad_accum:
+                raise ValueError(
+                    f"data.datasets[{d.name}].batch_size={d.batch_size} is not divisible by "
+                    f"optim.grad_accum={self.optim.grad_accum}"
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return _build(cls, data, "")
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a training config must be a YAML mapping, got {type(data).__name__}")
+        for override in overrides or []:
+            apply_override(data, override)
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """``a.b.0.c=value`` → sets data["a"]["b"][0]["c"]; the value is parsed as YAML."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {override!r} must look like key=value (e.g. optim.lr=3e-4)")
+    node: Any = data
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ValueError(f"override {key!r}: {'.'.join(parts[:i]) or 'root'} has no item {part!r}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ValueError(f"override {key!r}: {'.'.join(parts[:i])} is not a mapping")
+        if last:
+            node[part] = yaml.safe_load(raw)
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            node = node[part]
+
+
+def _build(tp: Any, value: Any, path: str) -> Any:
+    """Check ``value`` against the type annotation ``tp`` and build nested dataclasses."""
+    where = path or "config"
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        fields = {f.name for f in dataclasses.fields(tp) if f.init}
+        unknown = sorted(set(value) - fields)
+        if unknown:
+            names = ", ".join(f"{path + '.' if path else ''}{k}" for k in unknown)
+            raise ValueError(f"unknown config key(s): {names} (known at {where}: {sorted(fields)})")
+        kwargs = {k: _build(hints[k], v, f"{path + '.' if path else ''}{k}") for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except TypeError as e:
+            raise ValueError(f"{where}: {e}") from e
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _build(arg, value, path)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(f"{where}: {value!r} matches none of {args} ({'; '.join(errors)})")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where} must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ValueError(f"{where} must have {len(args)} items, got {value!r}")
+            return tuple(_build(a, v, f"{path}.{i}") for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        built = [_build(item, v, f"{path}.{i}") for i, v in enumerate(value)]
+        return tuple(built) if origin is tuple else built
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ValueError(f"{where} must be {getattr(tp, '__name__', tp)}, got {value!r}")

@@ -1,0 +1,106 @@
+"""torchrun integration: process group, device, and DDP / FSDP2 wrapping of a Flamingo.
+
+FSDP2 (``fully_shard``) shards each frozen decoder layer and each gated block as its own unit, so
+only one layer's full weights exist at a time. Flamingo specifics:
+
+- each block's cross-attention is a unit of its own whose ``project_media`` is registered as a
+  forward method, because the decoder-layer pre-hook projects the visual keys/values *before*
+  calling the block, outside any FSDP forward;
+- FSDP2 cannot shard 0-dim parameters, so the scalar gates become 1-element vectors (the same
+  broadcasting math); checkpoints export them in their model shapes again;
+- the frozen vision encoder is left unsharded and replicated (``ignored_params``): it is small
+  next to the LM, needs no gradient reduction, and the feature cache can call it directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from flamingo_vlm.model.language import find_decoder_layers
+
+
+@dataclass(frozen=True)
+class DistributedEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device: str = "auto") -> DistributedEnv:
+    """Join the torchrun process group if there is one (NCCL on GPU, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    target = torch.device(device)
+    if target.type == "cuda" and target.index is None:
+        target = torch.device("cuda", local_rank)
+        torch.cuda.set_device(target)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    return DistributedEnv(rank, world_size, local_rank, target)
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def resolve_strategy(strategy: str, world_size: int) -> str:
+    if strategy == "auto":
+        return "ddp" if world_size > 1 else "none"
+    if strategy in ("ddp", "fsdp") and world_size == 1:
+        return strategy if dist.is_available() and dist.is_initialized() else "none"
+    return strategy
+
+
+def shard_flamingo(model: nn.Module, env: DistributedEnv) -> nn.Module:
+    """FSDP2: one unit per decoder layer, per gated block (+ its cross-attention), vision, and root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    mesh = init_device_mesh(env.device.type, (env.world_size,))
+    vision = set(model.vision.parameters())
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.ndim == 0 and param not in vision:
+                setattr(module, name, nn.Parameter(param.detach().reshape(1), requires_grad=param.requires_grad))
+    for layer in find_decoder_layers(model.lm, model.config.decoder_layers_attr):
+        fully_shard(layer, mesh=mesh)
+    for block in model.language_model.gated_xattn:
+        fully_shard(block.attn, mesh=mesh)
+        register_fsdp_forward_method(block.attn, "project_media")
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh, ignored_params=vision)
+    return model
+
+
+def wrap(model: nn.Module, strategy: str, env: DistributedEnv) -> nn.Module:
+    """The module the training loop calls; ``model`` must already be on ``env.device``."""
+    if strategy == "none":
+        return model
+    if strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [env.device.index] if env.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+    if strategy == "fsdp":
+        return shard_flamingo(model, env)
+    raise ValueError(f"strategy must be 'none', 'ddp' or 'fsdp', got {strategy!r}")
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (identity without a process group); ``values`` is modified in place."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values

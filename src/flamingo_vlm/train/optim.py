@@ -1,0 +1,61 @@
+"""The paper's optimiser: AdamW with weight decay only on the gated blocks' weight matrices.
+
+Decay pulls weights towards zero. On the gated cross-attention matrices that is plain
+regularisation; on a gate it would pull the model back towards the bare LM, on a norm gain towards
+a dead layer, on the resampler latents or the new token rows towards meaningless zeros. Flamingo
+therefore decays the gated blocks' matrices only (paper App. B.1.2: 0.1) and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from flamingo_vlm.train.config import OptimConfig
+
+GATED_BLOCKS_PREFIX = "language_model.gated_xattn."
+
+
+def decays(name: str, param: torch.Tensor) -> bool:
+    """Whether a trainable parameter gets weight decay: the gated blocks' matrices (ndim ≥ 2)."""
+    return name.startswith(GATED_BLOCKS_PREFIX) and param.ndim >= 2
+
+
+def parameter_groups(named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Two AdamW groups (decay / no decay) over the trainable parameters, names kept for checkpoints."""
+    groups = {True: {"params": [], "param_names": [], "weight_decay": weight_decay},
+              False: {"params": [], "param_names": [], "weight_decay": 0.0}}  # fmt: skip
+    for name, param in named_params:
+        if param.requires_grad:
+            group = groups[decays(name, param)]
+            group["params"].append(param)
+            group["param_names"].append(name)
+    if not groups[True]["params"] and not groups[False]["params"]:
+        raise ValueError("the model has no trainable parameters")
+    return [g for g in groups.values() if g["params"]]
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+    groups = parameter_groups(model.named_parameters(), config.weight_decay)
+    # foreach=False: the same kernels whatever the parameter layout (plain, DDP or FSDP DTensors),
+    # so single-process and distributed runs stay numerically comparable.
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps, foreach=False)
+
+
+def lr_multiplier(step: int, config: OptimConfig, max_steps: int) -> float:
+    """Linear warm-up from 0 over ``warmup_steps``, then constant (paper) or cosine to ``min_lr_ratio``."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    decay_steps = max(max_steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / decay_steps, 1.0)
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, max_steps: int) -> LambdaLR:
+    return LambdaLR(optimizer, lambda step: lr_multiplier(step, config, max_steps))

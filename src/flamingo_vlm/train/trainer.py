@@ -1,0 +1,330 @@
+"""The training loop: λ-weighted accumulation over datasets, one clip per step, clean NaN skips.
+
+One optimiser step takes one batch from every dataset (or one dataset, round-robin), splits each
+into ``grad_accum`` micro-batches, and accumulates
+
+    ∇ Σ_m λ_m · (Σ_tokens NLL_m) / N_m
+
+where N_m is dataset m's number of loss tokens over the *whole* step — all micro-batches and all
+ranks. Normalising by the global count (instead of averaging per-micro-batch or per-rank means)
+makes the gradient independent of how the batch is split: 1 process × batch B, 2 ranks × B/2 and
+4 micro-batches × B/4 all give the same update. Gradients are clipped once, after accumulation;
+a non-finite loss or gradient norm throws the whole step away (no optimiser or scheduler step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch.nn.utils import clip_grad_norm_
+from tqdm.auto import tqdm
+
+from flamingo_vlm.io import write_text
+from flamingo_vlm.model.flamingo import Flamingo
+from flamingo_vlm.train import distributed
+from flamingo_vlm.train.checkpoint import CheckpointManager
+from flamingo_vlm.train.config import TrainConfig
+from flamingo_vlm.train.feature_cache import FeatureCache
+from flamingo_vlm.train.memory import checkpoint_decoder_layers
+from flamingo_vlm.train.metrics import MetricsLogger
+from flamingo_vlm.train.optim import build_optimizer, build_scheduler
+
+logger = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+Step = Mapping[str, tuple[Batch, float]]  # dataset name → (batch, λ), as yielded by Mixture
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient: the run cannot recover."""
+
+
+@dataclass
+class StepResult:
+    losses: dict[str, float]  # per dataset, token-mean NLL over the global step batch
+    grad_norm: float  # before clipping; nan when the step was skipped
+    tokens: int  # non-padding tokens, all ranks
+    samples: int  # sequences, all ranks
+    skipped: bool
+    lr: float = math.nan  # the learning rate this step used
+
+    @property
+    def loss(self) -> float:
+        """Not λ-weighted: the plain mean of the datasets' losses, for a quick look at progress."""
+        return sum(self.losses.values()) / max(len(self.losses), 1)
+
+
+@dataclass
+class TrainerState:
+    step: int = 0  # steps consumed (including skipped ones)
+    optimizer_steps: int = 0
+    skipped_steps: int = 0
+    consecutive_skips: int = 0
+    tokens_seen: int = 0
+    samples_seen: int = 0
+    train_time: float = 0.0  # seconds spent in steps, across resumes
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL; logits (b, T, V), labels (b, T) aligned with the inputs, -100 ignored."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+                           reduction="sum")  # fmt: skip
+
+
+def loss_tokens(labels: torch.Tensor) -> int:
+    return int((labels[:, 1:] != -100).sum())
+
+
+def split_batch(batch: Batch, parts: int) -> list[Batch]:
+    """``parts`` micro-batches along the batch dimension (all tensors split alike)."""
+    if parts == 1:
+        return [batch]
+    b = next(iter(batch.values())).shape[0]
+    if b % parts:
+        raise ValueError(f"a batch of {b} rows cannot be split into {parts} micro-batches (optim.grad_accum)")
+    chunks = {k: v.chunk(parts) for k, v in batch.items()}
+    return [{k: c[i] for k, c in chunks.items()} for i in range(parts)]
+
+
+class Trainer:
+    """Trains the trainable parts of a :class:`Flamingo` on an iterable of mixture steps.
+
+    ``steps`` is anything yielding ``{name: (batch, λ)}`` — a :class:`~flamingo_vlm.data.Mixture` or
+    an in-memory list. If it has ``state_dict``/``load_state_dict`` its position is checkpointed and
+    a resumed run continues the same stream. Under torchrun each rank passes its own share of the
+    data (the mixture splits shards by rank) and ``config.strategy`` picks DDP or FSDP2.
+    """
+
+    def __init__(
+        self,
+        model: Flamingo,
+        config: TrainConfig,
+        steps: Iterable[Step],
+        env: distributed.DistributedEnv | None = None,
+    ) -> None:
+        self.config = config
+        self.env = env or distributed.setup(config.device)
+        self.steps = steps
+        self.flamingo = model.to(self.env.device)
+        self.flamingo.train()
+        if config.activation_checkpointing:
+            checkpoint_decoder_layers(self.flamingo)
+        shapes = {name: p.shape for name, p in self.flamingo.named_parameters() if p.requires_grad}
+        self.strategy = distributed.resolve_strategy(config.strategy, self.env.world_size)
+        self.model = distributed.wrap(self.flamingo, self.strategy, self.env)
+        self.params = [p for p in self.flamingo.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.flamingo, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, config.max_steps)
+        self.feature_cache = FeatureCache(config.feature_cache, self.flamingo.vision) if config.feature_cache else None
+        self.output_dir = Path(config.output_dir)
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.checkpoint.keep_last,
+                                             sharded=self.strategy == "fsdp", export_shapes=shapes)  # fmt: skip
+        self.state = TrainerState()
+        precision = config.precision
+        if precision == "auto":
+            precision = "bf16" if self.env.device.type == "cuda" else "fp32"
+        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+
+    # ------------------------------------------------------------------------------ one step
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=self.autocast_dtype)
+
+    def _gradient_sync(self, enabled: bool):
+        """DDP/FSDP reduce gradients only on the step's last backward; earlier ones just accumulate."""
+        if self.strategy == "ddp" and not enabled:
+            return self.model.no_sync()
+        if self.strategy == "fsdp":
+            self.model.set_requires_gradient_sync(enabled)
+        return contextlib.nullcontext()
+
+    def _nll_sum(self, batch: Batch) -> torch.Tensor:
+        batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
+        if self.feature_cache is not None and "pixel_values" in batch:
+            batch = {k: v.to(self.env.device) for k, v in self.feature_cache.replace_pixels(batch).items()}
+        labels = batch.pop("labels")
+        with self._autocast():
+            logits = self.model(**batch).logits  # (b, T, V)
+        return token_nll_sum(logits, labels)
+
+    def compute_gradients(self, step: Step) -> StepResult:
+        """Accumulate the step's λ-weighted gradient into ``.grad`` (nothing is zeroed or clipped)."""
+        names = list(step)
+        accum = self.config.optim.grad_accum
+        work = [(i, micro, weight) for i, (batch, weight) in enumerate(step.values()) for micro in split_batch(batch, accum)]
+        # (datasets,) loss tokens, tokens, samples: all global, so every rank scales identically
+        counts = torch.tensor([[loss_tokens(b["labels"]), int(b["attention_mask"].sum()), b["input_ids"].shape[0]]
+                               for b, _ in step.values()], dtype=torch.float64)  # fmt: skip
+        distributed.all_reduce_sum(counts)
+        nll = torch.zeros(len(names), dtype=torch.float64)
+        for n, (i, micro, weight) in enumerate(work):
+            with self._gradient_sync(n == len(work) - 1):
+                micro_nll = self._nll_sum(micro)
+                # DDP and FSDP average gradients over ranks: × world_size undoes it.
+                scale = weight * self.env.world_size / max(counts[i, 0].item(), 1.0)
+                (micro_nll * scale).backward()
+            nll[i] += micro_nll.detach().double().cpu()
+        distributed.all_reduce_sum(nll)
+        losses = {name: (nll[i] / max(counts[i, 0].item(), 1.0)).item() for i, name in enumerate(names)}
+        tokens, samples = int(counts[:, 1].sum()), int(counts[:, 2].sum())
+        return StepResult(losses, math.nan, tokens, samples, skipped=False)
+
+    def train_step(self, step: Step) -> StepResult:
+        """One optimiser step (or a clean skip when the loss or the gradient is not finite)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        result = self.compute_gradients(step)
+        result.lr = self.optimizer.param_groups[0]["lr"]
+        finite = all(math.isfinite(v) for v in result.losses.values())
+        if finite:
+            max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip is not None else math.inf
+            norm = clip_grad_norm_(self.params, max_norm)  # once, on the fully accumulated gradient
+            result.grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            finite = math.isfinite(result.grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.scheduler.step()
+            self.state.optimizer_steps += 1
+            self.state.consecutive_skips = 0
+        else:
+            result.skipped = True
+            self.state.skipped_steps += 1
+            self.state.consecutive_skips += 1
+            logger.warning("step %d: non-finite loss or gradient (losses %s, grad norm %s): step skipped (%d in a row)",
+                           self.state.step, result.losses, result.grad_norm, self.state.consecutive_skips)  # fmt: skip
+            if self.state.consecutive_skips >= self.config.max_consecutive_skips:
+                raise NonFiniteLossError(
+                    f"{self.state.consecutive_skips} consecutive steps had a non-finite loss or gradient "
+                    f"(last losses: {result.losses}); lower optim.lr, check the data for bad values, or use "
+                    "precision: fp32"
+                )
+        self.optimizer.zero_grad(set_to_none=True)  # a skipped step leaves nothing behind
+        return result
+
+    # ------------------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> Path:
+        rank_state = {"data": self.steps.state_dict()} if hasattr(self.steps, "state_dict") else {}
+        trainer_state = {
+            "trainer": vars(self.state),
+            "scheduler": self.scheduler.state_dict(),
+            "world_size": self.env.world_size,
+            "strategy": self.strategy,
+            "config": self.config.to_dict(),
+        }
+        return self.checkpoints.save(self.state.step, self.flamingo, self.optimizer, trainer_state, rank_state)
+
+    def resume(self) -> bool:
+        """Restore the latest usable checkpoint; False when there is none (fresh start)."""
+        restored = self.checkpoints.load_latest(self.flamingo, self.optimizer)
+        if restored is None:
+            return False
+        saved = restored.trainer_state
+        if saved["world_size"] != self.env.world_size:
+            raise ValueError(f"{restored.path} was written by {saved['world_size']} ranks; resume with the same number "
+                             f"(got {self.env.world_size}): the data split depends on it")  # fmt: skip
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = TrainerState(**saved["trainer"])
+        if hasattr(self.steps, "load_state_dict") and "data" in restored.rank_state:
+            self.steps.load_state_dict(restored.rank_state["data"])
+        elif self.state.step:
+            logger.warning("the training data has no state_dict(): it restarts from its beginning")
+        logger.info("resumed from %s at step %d", restored.path, self.state.step)
+        return True
+
+    # ------------------------------------------------------------------------------ loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``max_steps``, checkpointing every ``checkpoint.every`` steps and at the end."""
+        cfg, main = self.config, self.env.is_main
+        if cfg.resume:
+            self.resume()
+        if main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), self.output_dir / "config.yaml")
+        metrics = MetricsLogger(self.output_dir, enabled=main, tensorboard=cfg.logging.tensorboard,
+                                wandb=cfg.logging.wandb, wandb_project=cfg.logging.wandb_project,
+                                config=cfg.to_dict())  # fmt: skip
+        bar = tqdm(total=cfg.max_steps, initial=self.state.step, desc="train", unit="step",
+                   disable=not (main and cfg.logging.progress), dynamic_ncols=True)  # fmt: skip
+        window = {"tokens": 0, "samples": 0, "time": 0.0}
+        iterator = iter(self.steps)
+        last_checkpoint = None
+        try:
+            while self.state.step < cfg.max_steps:
+                begin = time.perf_counter()
+                result = self.train_step(next(iterator))
+                elapsed = time.perf_counter() - begin
+                self.state.step += 1
+                self.state.train_time += elapsed
+                self.state.tokens_seen += result.tokens
+                self.state.samples_seen += result.samples
+                if not result.skipped:
+                    self.state.last_losses = result.losses
+                window = {"tokens": window["tokens"] + result.tokens, "samples": window["samples"] + result.samples,
+                          "time": window["time"] + elapsed}  # fmt: skip
+                if self.state.step % cfg.logging.every == 0 or self.state.step == cfg.max_steps:
+                    record = self._record(result, window)
+                    metrics.log(self.state.step, record)
+                    bar.set_postfix({k.removeprefix("loss/"): f"{v:.3f}" for k, v in record.items() if k.startswith("loss/")}
+                                    | {"tok/s": f"{record['tokens_per_s']:.0f}"}, refresh=False)  # fmt: skip
+                    window = {"tokens": 0, "samples": 0, "time": 0.0}
+                bar.update(1)
+                if self.state.step % cfg.checkpoint.every == 0 or self.state.step == cfg.max_steps:
+                    last_checkpoint = self.save_checkpoint()
+        finally:
+            bar.close()
+            metrics.close()
+        summary = self.summary(last_checkpoint)
+        if main:
+            write_text(json.dumps(summary, indent=1) + "\n", self.output_dir / "summary.json")
+            logger.info("training finished: %s", summary)
+        return summary
+
+    def _record(self, result: StepResult, window: dict[str, float]) -> dict[str, Any]:
+        seconds = max(window["time"], 1e-9)
+        record: dict[str, Any] = {f"loss/{name}": value for name, value in result.losses.items()}
+        record.update(
+            lr=result.lr,
+            grad_norm=result.grad_norm,
+            tokens_per_s=window["tokens"] / seconds,
+            samples_per_s=window["samples"] / seconds,
+            skipped_steps=self.state.skipped_steps,
+            skipped=result.skipped,
+        )
+        data_skips = getattr(self.steps, "skipped", None)
+        if data_skips:
+            record["data_skipped"] = {name: dict(counts) for name, counts in data_skips.items() if counts}
+        if self.feature_cache is not None:
+            record["feature_cache"] = {"hits": self.feature_cache.hits, "misses": self.feature_cache.misses}
+        return record
+
+    def summary(self, checkpoint: Path | None = None) -> dict[str, Any]:
+        s = self.state
+        seconds = max(s.train_time, 1e-9)
+        return {
+            "steps": s.step,
+            "optimizer_steps": s.optimizer_steps,
+            "skipped_steps": s.skipped_steps,
+            "final_losses": s.last_losses,
+            "tokens_seen": s.tokens_seen,
+            "train_time_s": round(s.train_time, 3),
+            "tokens_per_s": s.tokens_seen / seconds,
+            "samples_per_s": s.samples_seen / seconds,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "world_size": self.env.world_size,
+            "strategy": self.strategy,
+        }

@@ -1,0 +1,61 @@
+"""torchrun --nproc_per_node=2 on gloo: DDP and FSDP2 match one process on the same global batch."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from flamingo_vlm.train import Trainer
+from flamingo_vlm.train.build import build_model
+from flamingo_vlm.train.config import CheckpointConfig
+from distributed_worker import global_steps
+
+LOSS_RTOL = 1e-5  # fp32, same kernels; only the order of the cross-rank reductions differs
+WEIGHT_ATOL = 1e-5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_and_fsdp_match_single_process(make_config, tmp_path):
+    config = make_config(max_steps=5, checkpoint=CheckpointConfig(every=5))
+    for d in config.data.datasets:
+        d.batch_size = 4  # the global batch: 2 rows per rank
+
+    reference = Trainer(build_model(config), config, global_steps(config, build_model(config), 5))
+    reference.fit()
+    expected = [json.loads(line) for line in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    expected = [{k: v for k, v in m.items() if k.startswith("loss/")} for m in expected]
+
+    spec = {"config": config.to_dict(), "out": str(tmp_path / "dist"), "result": str(tmp_path / "result.json")}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    worker = Path(__file__).with_name("distributed_worker.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               str(worker), str(tmp_path / "spec.json")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(worker.parent)})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-5000:]
+    results = json.loads((tmp_path / "result.json").read_text())
+
+    final = {n: p.detach() for n, p in reference.flamingo.named_parameters() if p.requires_grad}
+    for strategy in ("ddp", "fsdp"):
+        got = results[strategy]
+        assert len(got["losses"]) == 5
+        for step, (a, b) in enumerate(zip(got["losses"], expected)):
+            assert a.keys() == b.keys()
+            for key in a:
+                assert abs(a[key] - b[key]) <= LOSS_RTOL * abs(b[key]), (strategy, step, key, a[key], b[key])
+        assert got["reload_max_diff"] == 0.0 and got["reloaded_step"] == 5
+        weights = load_file(Path(got["checkpoint"]) / "flamingo.safetensors")
+        assert weights.keys() == final.keys()
+        for name, value in final.items():
+            torch.testing.assert_close(weights[name], value, rtol=0, atol=WEIGHT_ATOL, msg=f"{strategy}: {name}")
+    assert (tmp_path / "dist" / "fsdp" / "checkpoints" / "step-00000005" / "sharded" / ".metadata").is_file()

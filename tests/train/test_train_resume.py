@@ -1,0 +1,83 @@
+import json
+import warnings
+
+import pytest
+import torch
+
+from flamingo_vlm.train import Trainer
+from flamingo_vlm.train.build import build_mixture, build_model
+from flamingo_vlm.train.config import CheckpointConfig
+
+
+def run(config):
+    model = build_model(config)
+    trainer = Trainer(model, config, build_mixture(config, model))
+    summary = trainer.fit()
+    return trainer, summary
+
+
+def trainable(trainer):
+    return {n: p.detach().clone() for n, p in trainer.flamingo.named_parameters() if p.requires_grad}
+
+
+def assert_same_optimizer_state(a, b):
+    sa, sb = a.optimizer.state_dict(), b.optimizer.state_dict()
+    assert sa["state"].keys() == sb["state"].keys()
+    for index in sa["state"]:
+        for key, value in sa["state"][index].items():
+            assert torch.equal(value, sb["state"][index][key]), (index, key)
+    assert [g["lr"] for g in sa["param_groups"]] == [g["lr"] for g in sb["param_groups"]]
+
+
+def test_resume_is_bit_identical(make_config, tmp_path):
+    straight, summary = run(make_config(output_dir=str(tmp_path / "straight")))
+    assert summary["steps"] == 10 and summary["skipped_steps"] == 0
+
+    first, _ = run(make_config(output_dir=str(tmp_path / "split"), max_steps=5))
+    second, summary = run(make_config(output_dir=str(tmp_path / "split"), max_steps=10, resume=True))
+    assert second.state.step == 10 and summary["optimizer_steps"] == 10
+
+    a, b = trainable(straight), trainable(second)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert_same_optimizer_state(straight, second)
+    assert straight.scheduler.state_dict() == second.scheduler.state_dict()
+    assert straight.steps.state_dict() == second.steps.state_dict()
+    # the metrics of the resumed half continue the same curve
+    lines = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss/web"] for r in lines] == [r["loss/web"] for r in resumed]
+
+
+def test_truncated_latest_checkpoint_falls_back_to_previous(make_config, tmp_path):
+    config = make_config(max_steps=4, checkpoint=CheckpointConfig(every=2, keep_last=3))
+    trainer, _ = run(config)
+    checkpoints = trainer.checkpoints.checkpoints()
+    assert [p.name for p in checkpoints] == ["step-00000002", "step-00000004"]
+    weights = checkpoints[-1] / "flamingo.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+    model = build_model(config)
+    resumed = Trainer(model, config, build_mixture(config, model))
+    with pytest.warns(UserWarning, match="step-00000004.*truncated"):
+        assert resumed.resume()
+    assert resumed.state.step == 2
+    from safetensors.torch import load_file
+
+    saved = load_file(checkpoints[0] / "flamingo.safetensors")
+    for name, param in resumed.flamingo.named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param, saved[name])
+
+
+def test_checkpoint_is_a_flamingo_checkpoint_and_old_ones_are_pruned(make_config):
+    from flamingo_vlm import Flamingo
+
+    config = make_config(max_steps=6, checkpoint=CheckpointConfig(every=2, keep_last=2))
+    trainer, summary = run(config)
+    assert [p.name for p in trainer.checkpoints.checkpoints()] == ["step-00000004", "step-00000006"]
+    loaded = Flamingo.from_pretrained(summary["checkpoint"])
+    for name, param in trainer.flamingo.named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param, dict(loaded.named_parameters())[name])
