@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "flamingo_vlm.evaluate.cli",
     "flamingo_vlm.convert.cli",
     "flamingo_vlm.world.cli",
+    "flamingo_vlm.world.demo",
     "flamingo_vlm.train.cli",
 )
 

@@ -1,0 +1,36 @@
+"""`flamingo demo --preset tiny`: the whole recipe runs, writes its report, and reuses finished stages."""
+
+import json
+
+from flamingo_vlm import Flamingo
+from flamingo_vlm.cli import main
+from flamingo_vlm.world.recipe import EVAL_TASKS
+
+
+def test_tiny_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "flamingo generate --model" in printed and str(out / "checkpoint") in printed
+
+    report = (out / "report.md").read_text()
+    for section in ("## Few-shot results", "## Targets", "## LM go/no-go", "## Stages", "## Plots",
+                    "## Example generations", "## Try it"):
+        assert section in report
+    for task in EVAL_TASKS:
+        assert f"| {task} |" in report
+    for plot in ("training_loss.png", "few_shot.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stages = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
+    assert set(stages) == {"world", "tokenizer", "vision", "lm", "flamingo", "eval", "eval_blind", "chance"}
+    assert 0.0 <= stages["lm"]["text_binding_accuracy"] <= 1.0
+    for name in ("eval", "eval_blind"):
+        assert set(stages[name]["tasks"]) == set(EVAL_TASKS)
+    model = Flamingo.from_pretrained(out / "checkpoint")  # self-contained and loadable
+    assert model.config.lm == "lm"
+
+    # A re-run reuses every finished stage instead of redoing it.
+    before = (out / "stages" / "flamingo.json").stat().st_mtime_ns
+    assert main(["demo", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    assert (out / "stages" / "flamingo.json").stat().st_mtime_ns == before
+    assert "(reused)" in (out / "report.md").read_text()
