@@ -79,11 +79,11 @@ PRESETS: dict[str, RecipePreset] = {
     ),
     "quick": RecipePreset(
         world="quick", image_size=64, vocab_size=1024, vision_widths=(32, 64, 128), vision_width=128,
-        vision_steps=250, vision_batch=64, lm_hidden=128, lm_layers=4, lm_heads=4, lm_context=128, lm_steps=500,
-        lm_batch=32, lm_lr=3e-3,
+        vision_steps=250, vision_batch=64, lm_hidden=96, lm_layers=3, lm_heads=4, lm_context=128, lm_steps=400,
+        lm_batch=16, lm_lr=3e-3,
         flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
                       xattn_dim_head=32, max_frames=8, cross_attn_every=1),
-        train_steps=300, train_batch={"web": 8, "pairs": 16, "videos": 4}, train_lr=1e-3,
+        train_steps=250, train_batch={"web": 4, "pairs": 16, "videos": 2}, train_lr=1e-3,
         shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
     ),
     "full": RecipePreset(
@@ -198,7 +198,7 @@ class Recipe:
             "model": {"lm": str(self.out / "lm"), "vision": str(self.out / "vision"), **p.flamingo},
             "data": {"seed": self.seed, "datasets": [
                 {"name": "web", "type": "interleaved", "shards": str(world / "web"), "weight": 1.0,
-                 "batch_size": p.train_batch["web"], "max_length": min(256, p.lm_context * 2), "max_images": 5},
+                 "batch_size": p.train_batch["web"], "max_length": p.lm_context, "max_images": 5},
                 {"name": "pairs", "type": "image_text", "shards": str(world / "pairs"), "weight": 0.2,
                  "batch_size": p.train_batch["pairs"], "max_length": 32},
                 {"name": "videos", "type": "video_text", "shards": str(world / "videos"), "weight": 0.03,
