@@ -29,8 +29,10 @@ class FlamingoConfig:
     resampler_dim_head: int = 64
     resampler_ff_mult: int = 4
     max_frames: int = 8  # learned temporal embeddings; longer videos interpolate them
+    resampler_time_embeddings: bool = True  # OpenFlamingo adds none: its frames are flattened as they are
     # Gated cross-attention dense blocks.
     cross_attn_every: int = 1  # a block before every n-th frozen decoder layer
+    cross_attn_offset: int = 0  # decoder layer of the first block (OpenFlamingo: cross_attn_every - 1)
     xattn_heads: int = 8
     xattn_dim_head: int = 64
     xattn_ff_mult: int = 4
@@ -50,6 +52,10 @@ class FlamingoConfig:
         for name in ("cross_attn_every", "num_latents", "resampler_depth", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.cross_attn_offset < self.cross_attn_every:
+            raise ValueError(
+                f"cross_attn_offset must be in [0, cross_attn_every={self.cross_attn_every}), got {self.cross_attn_offset}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -74,12 +74,14 @@ class Flamingo(nn.Module):
             ff_mult=config.resampler_ff_mult,
             max_frames=config.max_frames,
             activation=config.activation,
+            use_time_embeddings=config.resampler_time_embeddings,
         )
         self.language_model = FlamingoLM(
             lm,
             dim_visual=vision.hidden_size,
             new_token_ids=[self.media_token_id, self.eoc_token_id],
             cross_attn_every=config.cross_attn_every,
+            cross_attn_offset=config.cross_attn_offset,
             heads=config.xattn_heads,
             dim_head=config.xattn_dim_head,
             ff_mult=config.xattn_ff_mult,
@@ -119,6 +121,13 @@ class Flamingo(nn.Module):
             tokenizer = AutoTokenizer.from_pretrained(lm_ref)
         config = FlamingoConfig(lm=lm_ref, vision=vision_encoder.reference, **config_kwargs)
         return cls(config, lm_model, vision_encoder, tokenizer)
+
+    @classmethod
+    def from_openflamingo(cls, checkpoint, lm: str | nn.Module, vision: str | nn.Module, **kwargs: Any) -> Flamingo:
+        """Load an OpenFlamingo checkpoint; see :func:`flamingo_vlm.convert.openflamingo.from_openflamingo`."""
+        from flamingo_vlm.convert.openflamingo import from_openflamingo
+
+        return from_openflamingo(checkpoint, lm, vision, **kwargs)
 
     @property
     def lm(self) -> nn.Module:

@@ -128,6 +128,7 @@ class FlamingoLM(nn.Module):
         dim_visual: int,
         new_token_ids: list[int],
         cross_attn_every: int = 1,
+        cross_attn_offset: int = 0,
         heads: int = 8,
         dim_head: int = 64,
         ff_mult: int = 4,
@@ -142,8 +143,11 @@ class FlamingoLM(nn.Module):
         self.lm = lm.requires_grad_(False).eval()
         layers = find_decoder_layers(lm, decoder_layers_attr)
         dim = lm.config.hidden_size  # the decoder's width (OPT may project embeddings to it)
-        # Block k sits before decoder layer k·every (paper: "every n-th layer", starting at the first).
-        self.xattn_layer_ids = list(range(0, len(layers), cross_attn_every))
+        # Block k sits before decoder layer offset + k·every (paper: "every n-th layer"; we start at the
+        # first, OpenFlamingo at layer every-1).
+        self.xattn_layer_ids = list(range(cross_attn_offset, len(layers), cross_attn_every))
+        if not self.xattn_layer_ids:
+            raise ValueError(f"cross_attn_offset {cross_attn_offset} leaves no block in a {len(layers)}-layer LM")
         self.gated_xattn = nn.ModuleList(
             GatedCrossAttentionDense(dim, dim_visual, heads, dim_head, ff_mult, activation, qk_norm)
             for _ in self.xattn_layer_ids

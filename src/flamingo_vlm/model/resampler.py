@@ -50,10 +50,13 @@ class PerceiverResampler(nn.Module):
         ff_mult: int = 4,
         max_frames: int = 8,
         activation: Activation = "squared_relu",
+        use_time_embeddings: bool = True,
     ) -> None:
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
-        self.time_embeddings = nn.Parameter(torch.randn(max_frames, dim) * 0.02)
+        # Off only to reproduce models trained without them (OpenFlamingo): frames are then unordered.
+        time_embeddings = nn.Parameter(torch.randn(max_frames, dim) * 0.02) if use_time_embeddings else None
+        self.register_parameter("time_embeddings", time_embeddings)
         self.layers = nn.ModuleList(
             nn.ModuleList([PerceiverAttention(dim, heads, dim_head), FeedForward(dim, ff_mult, activation)])
             for _ in range(depth)
@@ -80,7 +83,8 @@ class PerceiverResampler(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (b, n_media, t, v, d) features → (b, n_media, n_latents, d) visual tokens."""
         b, n, t, v, d = x.shape
-        x = x + self.time_embeddings_for(t).unsqueeze(1)  # (b, n, t, v, d)
+        if self.time_embeddings is not None:
+            x = x + self.time_embeddings_for(t).unsqueeze(1)  # (b, n, t, v, d)
         x = x.reshape(b * n, t * v, d)  # frames flattened: each latent sees every frame
         latents = self.latents.expand(b * n, -1, -1)  # (b·n, L, d)
         for attn, ff in self.layers:
