@@ -79,11 +79,11 @@ PRESETS: dict[str, RecipePreset] = {
     ),
     "quick": RecipePreset(
         world="quick", image_size=64, vocab_size=1024, vision_widths=(32, 64, 128), vision_width=128,
-        vision_steps=250, vision_batch=64, lm_hidden=96, lm_layers=3, lm_heads=4, lm_context=128, lm_steps=400,
+        vision_steps=250, vision_batch=64, lm_hidden=96, lm_layers=3, lm_heads=4, lm_context=128, lm_steps=300,
         lm_batch=16, lm_lr=3e-3,
         flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
                       xattn_dim_head=32, max_frames=8, cross_attn_every=1),
-        train_steps=250, train_batch={"web": 4, "pairs": 16, "videos": 2}, train_lr=1e-3,
+        train_steps=600, train_batch={"web": 4, "pairs": 48, "videos": 2}, train_lr=2e-3,
         shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
     ),
     "full": RecipePreset(
