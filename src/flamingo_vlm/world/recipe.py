@@ -79,11 +79,11 @@ PRESETS: dict[str, RecipePreset] = {
     ),
     "quick": RecipePreset(
         world="quick", image_size=64, vocab_size=1024, vision_widths=(32, 64, 128), vision_width=128,
-        vision_steps=250, vision_batch=64, lm_hidden=96, lm_layers=3, lm_heads=4, lm_context=128, lm_steps=300,
+        vision_steps=250, vision_batch=64, lm_hidden=128, lm_layers=4, lm_heads=4, lm_context=128, lm_steps=1000,
         lm_batch=16, lm_lr=3e-3,
         flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
                       xattn_dim_head=32, max_frames=8, cross_attn_every=1),
-        train_steps=600, train_batch={"web": 4, "pairs": 48, "videos": 2}, train_lr=2e-3,
+        train_steps=500, train_batch={"web": 4, "pairs": 48, "videos": 2}, train_lr=2e-3,
         shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
     ),
     "full": RecipePreset(
@@ -135,8 +135,19 @@ class Recipe:
         return {"manifest": str(self.out / "world" / "world.json"), "web_build": manifest["train"]["web_build"]}
 
     def texts(self) -> list[str]:
-        path = self.out / "world" / "train" / "text.jsonl"
-        return [json.loads(line)["text"] for line in path.read_text().splitlines() if line.strip()]
+        """The LM's corpus: the world's text documents and the text of its web pages.
+
+        A frozen LM that has never read the web pages' language makes their loss high and noisy, and
+        those gradients then drown the image signal when Flamingo trains on the mixture.
+        """
+        from flamingo_vlm.data import TextItem, parse_html
+
+        train = self.out / "world" / "train"
+        texts = [json.loads(line)["text"] for line in (train / "text.jsonl").read_text().splitlines() if line.strip()]
+        for page in sorted((train / "pages").rglob("*.html")):
+            items = parse_html(page.read_bytes(), base=str(page.parent)).items
+            texts.append(" ".join(item.text for item in items if isinstance(item, TextItem)))
+        return texts
 
     def vision(self) -> dict[str, Any]:
         from transformers import AutoTokenizer
