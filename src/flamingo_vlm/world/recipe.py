@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tarfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -135,10 +136,10 @@ class Recipe:
         return {"manifest": str(self.out / "world" / "world.json"), "web_build": manifest["train"]["web_build"]}
 
     def texts(self) -> list[str]:
-        """The LM's corpus: the world's text documents and the text of its web pages.
+        """The LM's corpus: the world's text documents, its web pages' text and its alt-texts.
 
-        A frozen LM that has never read the web pages' language makes their loss high and noisy, and
-        those gradients then drown the image signal when Flamingo trains on the mixture.
+        The paper's LM had read text of every kind its Flamingo later saw; a frozen LM that never read
+        web prose or motion captions leaves Flamingo to learn that text through its new layers.
         """
         from flamingo_vlm.data import TextItem, parse_html
 
@@ -147,6 +148,9 @@ class Recipe:
         for page in sorted((train / "pages").rglob("*.html")):
             items = parse_html(page.read_bytes(), base=str(page.parent)).items
             texts.append(" ".join(item.text for item in items if isinstance(item, TextItem)))
+        for shard in sorted((train / "pairs").glob("*.tar")) + sorted((train / "videos").glob("*.tar")):
+            with tarfile.open(shard) as tar:
+                texts += [tar.extractfile(m).read().decode() for m in tar.getmembers() if m.name.endswith(".txt")]
         return texts
 
     def vision(self) -> dict[str, Any]:
