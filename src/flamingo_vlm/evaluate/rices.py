@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from flamingo_vlm.evaluate.media import MediaError, load_media
 from flamingo_vlm.io import save_safetensors
+from flamingo_vlm.model.vision import encoder_fingerprint
 from flamingo_vlm.processing import FlamingoProcessor
 
 logger = logging.getLogger(__name__)
@@ -63,15 +64,6 @@ def content_hash(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def encoder_fingerprint(vision: torch.nn.Module) -> str:
-    """A hash of the vision encoder's weights, so cached features never outlive the encoder."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(vision.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 class FeatureCache:

@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from flamingo_vlm.evaluate.media import MediaError, load_media
 from flamingo_vlm.evaluate.prompting import Prompt, PromptTemplate, build_prompt, sample_support
-from flamingo_vlm.evaluate.rices import FeatureCache, Rices, encoder_fingerprint, pooled_features
+from flamingo_vlm.evaluate.rices import FeatureCache, Rices, pooled_features
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, Split, TaskSpec
+from flamingo_vlm.model.vision import encoder_fingerprint
 from flamingo_vlm.processing import FlamingoProcessor
 
 logger = logging.getLogger(__name__)

@@ -224,6 +224,17 @@ class TimmVisionEncoder(VisionEncoder):
         return x.flatten(2).transpose(1, 2) if x.ndim == 4 else x
 
 
+def encoder_fingerprint(vision: nn.Module) -> str:
+    """Hash of an encoder's class and weights: features cached for one encoder are never reused for another."""
+    import hashlib
+
+    digest = hashlib.sha256(type(vision).__qualname__.encode())
+    for name, tensor in sorted(vision.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 _HF_TYPES = {"clip", "clip_vision_model", "siglip", "siglip_vision_model"}
 
 

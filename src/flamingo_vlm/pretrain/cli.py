@@ -7,22 +7,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tqdm import tqdm
-
 from flamingo_vlm.pretrain.contrastive import ContrastiveConfig, pretrain_vision_encoder
 from flamingo_vlm.pretrain.lm import LMConfig, build_llama, pretrain_lm
-
-
-def _progress(total: int, desc: str):
-    bar = tqdm(total=total, desc=desc)
-
-    def on_step(step: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
-        if step + 1 == total:
-            bar.close()
-
-    return on_step
+from flamingo_vlm.pretrain.schedule import progress_callback
 
 
 def _add_config_args(parser: argparse.ArgumentParser, config_cls) -> None:
@@ -47,7 +34,7 @@ def run_vision(args: argparse.Namespace) -> int:
     pairs = ImageTextDataset(args.pairs, processor.tokenizer, processor.transform_image, max_length=64)
     stream = (step["pairs"][0] for step in Mixture([MixtureComponent(pairs, 1.0, args.batch_size, "pairs")]))
     config = _config(args, ContrastiveConfig)
-    history = pretrain_vision_encoder(encoder, stream, len(processor.tokenizer), config, _progress(config.steps, "vision"))
+    history = pretrain_vision_encoder(encoder, stream, len(processor.tokenizer), config, progress_callback(config.steps, "vision"))
     encoder.save_pretrained(args.out)
     (Path(args.out) / "pretrain_history.json").write_text(json.dumps({"loss": history}))
     print(f"vision encoder saved to {args.out} (final contrastive loss {history[-1]:.3f})")
@@ -66,7 +53,7 @@ def run_lm(args: argparse.Namespace) -> int:
         tokenizer = train_bpe_tokenizer(texts, vocab_size=args.vocab_size)
     config = _config(args, LMConfig)
     model = build_llama(tokenizer, config)
-    history = pretrain_lm(model, tokenizer, texts, config, on_step=_progress(config.steps, "lm"))
+    history = pretrain_lm(model, tokenizer, texts, config, on_step=progress_callback(config.steps, "lm"))
     model.save_pretrained(args.out)
     tokenizer.save_pretrained(args.out)
     print(f"LM saved to {args.out} (final loss {history[-1]:.3f})")

@@ -53,3 +53,18 @@ def optimise(
             on_step(step, history[-1])
     model.eval()
     return history
+
+
+def progress_callback(total: int, desc: str, enabled: bool = True) -> Callable[[int, float], None]:
+    """An ``on_step`` for :func:`optimise` that drives a tqdm bar showing the loss."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, disable=not enabled)
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        if step + 1 == total:
+            bar.close()
+
+    return on_step

@@ -17,15 +17,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from flamingo_vlm.io import save_safetensors
-
-
-def encoder_fingerprint(vision: nn.Module) -> str:
-    """Hash of the encoder's weights and class: entries of another encoder are never reused."""
-    digest = hashlib.sha256(type(vision).__qualname__.encode())
-    for name, tensor in sorted(vision.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+from flamingo_vlm.model.vision import encoder_fingerprint
 
 
 class FeatureCache:

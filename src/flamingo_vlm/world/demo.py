@@ -16,8 +16,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     recipe = Recipe(out, PRESETS[args.preset], seed=args.seed, fresh=args.fresh, progress=not args.no_progress)
     results = recipe.run()
-    total = sum(r.get("seconds", 0.0) for r in results.values()) if all(r["reused"] for r in results.values()) \
-        else time.perf_counter() - start + sum(r.get("seconds", 0.0) for r in results.values() if r["reused"])
+    # Wall time of this run, plus the recorded time of the stages it reused from an earlier one.
+    total = time.perf_counter() - start + sum(r["seconds"] for r in results.values() if r["reused"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
     report = write_report(out, results, args.preset, total, peak)
     print(f"\nreport: {report}\ncheckpoint: {out / 'checkpoint'}\nquery it:\n  {query_command(out)}")

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from flamingo_vlm.pretrain.schedule import progress_callback
 from flamingo_vlm.world.generate import WorldConfig, generate_world
 from flamingo_vlm.world.scene import RenderConfig
 
@@ -173,7 +174,7 @@ class Recipe:
         stream = (step["pairs"][0] for step in Mixture([MixtureComponent(pairs, 1.0, p.vision_batch, "pairs")],
                                                        seed=self.seed))  # fmt: skip
         config = ContrastiveConfig(steps=p.vision_steps, warmup_steps=max(1, p.vision_steps // 10))
-        history = pretrain_vision_encoder(encoder, stream, len(processor.tokenizer), config, self._bar(p.vision_steps, "vision"))
+        history = pretrain_vision_encoder(encoder, stream, len(processor.tokenizer), config, progress_callback(p.vision_steps, "vision", self.progress))
         encoder.save_pretrained(self.out / "vision")
         return {"loss": history, "parameters": sum(t.numel() for t in encoder.parameters())}
 
@@ -196,7 +197,7 @@ class Recipe:
                           batch_size=p.lm_batch, lr=p.lm_lr, warmup_steps=max(1, p.lm_steps // 20))  # fmt: skip
         torch.manual_seed(self.seed)
         model = build_llama(tokenizer, config)
-        history = pretrain_lm(model, tokenizer, self.texts(), config, self.seed, self._bar(p.lm_steps, "lm"))
+        history = pretrain_lm(model, tokenizer, self.texts(), config, self.seed, progress_callback(p.lm_steps, "lm", self.progress))
         model.save_pretrained(self.out / "lm")
         binding = text_binding_accuracy(model, tokenizer, self.out / "world" / "eval" / "text_binding" / "test.jsonl",
                                         limit=p.probes)  # fmt: skip
@@ -275,19 +276,6 @@ class Recipe:
         self.stage("eval_blind", lambda: self.evaluate(blind=True))
         self.stage("chance", self.chance)
         return self.results
-
-    def _bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=desc, disable=not self.progress)
-
-        def on_step(step: int, loss: float) -> None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-            if step + 1 == total:
-                bar.close()
-
-        return on_step
 
 
 @torch.no_grad()
