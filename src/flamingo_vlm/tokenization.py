@@ -1,9 +1,11 @@
 """Tokenizer helpers: Flamingo's two special tokens, and a local byte-level BPE trainer.
 
 Flamingo marks where an image stands in the text with ``<image>`` and closes the text that
-belongs to an image with ``<|endofchunk|>``.  Both are *added* tokens: the frozen LM has never
-seen them, so they get new embedding rows, and those rows are the only part of the vocabulary
-that trains (see :class:`flamingo_vlm.model.language.DecoupledEmbedding`).
+belongs to an image with ``<|endofchunk|>``.  For a hub LM both are *added* tokens that it has
+never seen; either way they get trainable rows of their own, the only part of the vocabulary that
+trains (see :class:`flamingo_vlm.model.language.NewTokenEmbeddings`).  An LM pretrained with them in
+its vocabulary (ShapesWorld's, which reads its corpora in Flamingo's interleaved form) keeps what it
+learned: its rows are the starting point.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from data_fixtures import image_bytes, transform, write_shard
-from flamingo_vlm.data import Document, ImageItem, InterleavedConfig, InterleavedDataset, Slot, TextItem, interleave, sample_window
+from flamingo_vlm.data import (Document, ImageItem, InterleavedConfig, InterleavedDataset, Slot, TextItem, document_text,
+                               interleave, sample_window)
 from flamingo_vlm.data.text import IGNORE_INDEX, tokenize_plain
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
 
@@ -40,6 +41,15 @@ def test_leading_image_has_no_dangling_eoc_and_literal_tokens_stay_text(tokenize
     doc = Document([ImageItem("0.png"), TextItem("see <image> and <|endofchunk|> here")])
     tokens, _ = interleave(doc, tokenizer)
     assert tokens[0] == media and tokens.count(media) == 1 and tokens.count(eoc) == 1 and tokens[-1] == eoc
+
+
+
+@pytest.mark.parametrize("doc", [DOC, Document([ImageItem("0.png"), TextItem("a"), TextItem("b"), ImageItem("1.png")]),
+                                 Document([TextItem("title"), ImageItem("0.png")])])
+def test_document_text_tokenises_like_interleave(tokenizer, doc):
+    # The string an LM pretrains on must give exactly the ids the interleaved sampler feeds Flamingo.
+    text = document_text(doc)
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == interleave(doc, tokenizer)[0]
 
 
 def test_window_properties_random_documents():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -136,6 +138,28 @@ def test_tied_lm_gets_tied_new_rows(lm_dirs, vision_dirs):
     untied = build(lm_dirs, vision_dirs, "llama").language_model.new_tokens
     assert tied.tied and tied.output is None
     assert not untied.tied and untied.output is not None
+
+
+def test_lm_that_knows_the_markers_keeps_its_rows(tokenizer_dir, vision_dirs):
+    # An LM pretrained with <image>/<|endofchunk|> in its vocabulary (ShapesWorld's) starts Flamingo
+    # from its own rows: at init the model is that LM exactly, on text with the markers too.
+    from transformers import AutoTokenizer
+
+    from tiny import tiny_lm_config
+    from flamingo_vlm.tokenization import add_flamingo_tokens
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    add_flamingo_tokens(tok)
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(tiny_lm_config("llama", len(tok), tok.eos_token_id)).eval()
+    bare = copy.deepcopy(lm)  # Flamingo hooks the LM it wraps
+    model = Flamingo.from_components(lm, vision_dirs["nfnet"], tokenizer=tok, **tiny_flamingo_kwargs()).eval()
+    ids = tok(TEXTS[:1], return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours = model(ids, pixel_values=torch.randn(1, 2, 1, 3, IMAGE_SIZE, IMAGE_SIZE)).logits
+        theirs = bare(input_ids=ids).logits
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)  # the new columns are a separate matmul
 
 
 def test_media_token_ids_are_exposed(lm_dirs, vision_dirs):

@@ -27,6 +27,7 @@ from flamingo_vlm.data.media import ImageTransform, decode_image
 from flamingo_vlm.data.shards import Record, ShardDataset
 from flamingo_vlm.data.skips import BadSample
 from flamingo_vlm.data.text import IGNORE_INDEX, pad_sample, special_token_ids, tokenize_plain
+from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
 
 
 @dataclass
@@ -77,6 +78,22 @@ def interleave(
             ids.extend(tokenize_plain(tokenizer, " ".join(chunk_texts)))
     ids.append(eoc_id)
     return ids, image_order
+
+
+def document_text(document: Document, media_token: str = MEDIA_TOKEN, eoc_token: str = EOC_TOKEN) -> str:
+    """The document as one string laid out like :func:`interleave` (``tie_next=False``).
+
+    For pretraining an LM on the text Flamingo will later show it: tokenised with the two markers
+    as special tokens, it gives the same ids as ``interleave`` (page text without marker strings).
+    """
+    out, chunk = "", []
+    for item in document.items:
+        if isinstance(item, TextItem):
+            chunk.append(item.text)
+        else:
+            out += " ".join(chunk) + (eoc_token if out or chunk else "") + media_token
+            chunk = []
+    return out + " ".join(chunk) + eoc_token
 
 
 def sample_window(is_media: np.ndarray, max_length: int, max_images: int, rng: random.Random) -> tuple[int, int]:

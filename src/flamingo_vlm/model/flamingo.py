@@ -63,6 +63,8 @@ class Flamingo(nn.Module):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
+        # An LM pretrained with these tokens in its vocabulary (ShapesWorld's) keeps what it learned of them.
+        lm_knows_new_tokens = all(t in tokenizer.get_vocab() for t in (config.media_token, config.eoc_token))
         self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, config.media_token, config.eoc_token)
         self.vision = vision.requires_grad_(False).eval()
         self.resampler = PerceiverResampler(
@@ -80,6 +82,7 @@ class Flamingo(nn.Module):
             lm,
             dim_visual=vision.hidden_size,
             new_token_ids=[self.media_token_id, self.eoc_token_id],
+            lm_knows_new_tokens=lm_knows_new_tokens,
             cross_attn_every=config.cross_attn_every,
             cross_attn_offset=config.cross_attn_offset,
             heads=config.xattn_heads,

@@ -73,7 +73,11 @@ class NewTokenEmbeddings(nn.Module):
     tokenizer. When the LM ties input and output embeddings, the new rows are tied too.
     """
 
-    def __init__(self, lm: nn.Module, first_id: int, num_new: int) -> None:
+    def __init__(self, lm: nn.Module, first_id: int, num_new: int, inherit: bool = False) -> None:
+        """``inherit``: start from the LM's own rows at these ids where it has them (its tokenizer already
+        had the tokens, so the LM learned them); otherwise from the mean row, a neutral token for an LM
+        that never saw them.
+        """
         super().__init__()
         base_in, base_out = lm.get_input_embeddings(), lm.get_output_embeddings()
         if first_id > base_in.num_embeddings:
@@ -83,9 +87,14 @@ class NewTokenEmbeddings(nn.Module):
             )
         self.first_id, self.num_new = first_id, num_new
         self.tied = base_out is not None and base_out.weight is base_in.weight
-        with torch.no_grad():
-            self.input = nn.Parameter(base_in.weight.float().mean(0).repeat(num_new, 1))  # (n, d)
-            self.output = None if self.tied else nn.Parameter(base_out.weight.float().mean(0).repeat(num_new, 1))
+        inherit = inherit and first_id + num_new <= base_in.num_embeddings  # rows past the matrix: nothing to keep
+
+        def start(weight: torch.Tensor) -> nn.Parameter:
+            rows = weight[first_id : first_id + num_new] if inherit else weight.mean(0).repeat(num_new, 1)
+            return nn.Parameter(rows.detach().float().clone())  # (n, d)
+
+        self.input = start(base_in.weight)
+        self.output = None if self.tied else start(base_out.weight)
 
     def vocab_size(self, base_rows: int) -> int:
         return max(base_rows, self.first_id + self.num_new)
@@ -127,6 +136,7 @@ class FlamingoLM(nn.Module):
         *,
         dim_visual: int,
         new_token_ids: list[int],
+        lm_knows_new_tokens: bool = False,
         cross_attn_every: int = 1,
         cross_attn_offset: int = 0,
         heads: int = 8,
@@ -152,7 +162,7 @@ class FlamingoLM(nn.Module):
             GatedCrossAttentionDense(dim, dim_visual, heads, dim_head, ff_mult, activation, qk_norm)
             for _ in self.xattn_layer_ids
         )
-        self.new_tokens = NewTokenEmbeddings(lm, ids[0], len(ids))
+        self.new_tokens = NewTokenEmbeddings(lm, ids[0], len(ids), inherit=lm_knows_new_tokens)
         self._scope: MediaScope | None = None
         for block_id, layer_id in enumerate(self.xattn_layer_ids):
             layers[layer_id].register_forward_pre_hook(self._pre_hook(block_id), with_kwargs=True)
