@@ -61,6 +61,7 @@ class RecipePreset:
     flamingo: dict[str, Any]
     train_steps: int
     train_batch: dict[str, int]
+    web_window: int  # tokens per web sample: ShapesWorld pages are short, so short windows pad least
     train_lr: float
     # evaluation
     shots: tuple[int, ...]
@@ -76,16 +77,16 @@ PRESETS: dict[str, RecipePreset] = {
         vision_batch=8, lm_hidden=32, lm_layers=2, lm_heads=2, lm_context=64, lm_steps=4, lm_batch=4, lm_lr=3e-3,
         flamingo=dict(num_latents=4, resampler_depth=1, resampler_heads=2, resampler_dim_head=8, xattn_heads=2,
                       xattn_dim_head=8, max_frames=8),
-        train_steps=3, train_batch={"web": 2, "pairs": 2, "videos": 2}, train_lr=1e-3,
+        train_steps=3, train_batch={"web": 2, "pairs": 2, "videos": 2}, web_window=64, train_lr=1e-3,
         shots=(0, 2), caption_shots=(0, 2), max_examples=8, trials=1, probes=4,
     ),
     "quick": RecipePreset(
         world="quick", image_size=64, vocab_size=1024, vision_widths=(32, 64, 128), vision_width=128,
-        vision_steps=250, vision_batch=64, lm_hidden=128, lm_layers=4, lm_heads=4, lm_context=128, lm_steps=1000,
+        vision_steps=250, vision_batch=64, lm_hidden=128, lm_layers=4, lm_heads=4, lm_context=128, lm_steps=800,
         lm_batch=16, lm_lr=3e-3,
         flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
                       xattn_dim_head=32, max_frames=8, cross_attn_every=1),
-        train_steps=500, train_batch={"web": 16, "pairs": 32, "videos": 2}, train_lr=2e-3,
+        train_steps=370, train_batch={"web": 48, "pairs": 32, "videos": 2}, web_window=48, train_lr=2e-3,
         shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
     ),
     "full": RecipePreset(
@@ -94,7 +95,7 @@ PRESETS: dict[str, RecipePreset] = {
         lm_batch=32, lm_lr=2e-3,
         flamingo=dict(num_latents=32, resampler_depth=3, resampler_heads=4, resampler_dim_head=48, xattn_heads=4,
                       xattn_dim_head=48, max_frames=8, cross_attn_every=1),
-        train_steps=2000, train_batch={"web": 16, "pairs": 32, "videos": 8}, train_lr=5e-4,
+        train_steps=2000, train_batch={"web": 48, "pairs": 32, "videos": 8}, web_window=64, train_lr=5e-4,
         shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=200, trials=2, probes=300,
     ),
 }  # fmt: skip
@@ -221,7 +222,10 @@ class Recipe:
             "model": {"lm": str(self.out / "lm"), "vision": str(self.out / "vision"), **p.flamingo},
             "data": {"seed": self.seed, "datasets": [
                 {"name": "web", "type": "interleaved", "shards": str(world / "web"), "weight": 1.0,
-                 "batch_size": p.train_batch["web"], "max_length": p.lm_context, "max_images": 5},
+                 "batch_size": p.train_batch["web"], "max_length": p.web_window, "max_images": 5,
+                 # ShapesWorld puts a picture's text after it (all but half the articles), so tying text
+                 # to the *next* picture (the paper's p_next = 1/2, for real pages) would mislabel it.
+                 "p_next": 0.0},
                 {"name": "pairs", "type": "image_text", "shards": str(world / "pairs"), "weight": 0.2,
                  "batch_size": p.train_batch["pairs"], "max_length": 32},
                 {"name": "videos", "type": "video_text", "shards": str(world / "videos"), "weight": 0.03,
