@@ -43,7 +43,6 @@ def test_leading_image_has_no_dangling_eoc_and_literal_tokens_stay_text(tokenize
     assert tokens[0] == media and tokens.count(media) == 1 and tokens.count(eoc) == 1 and tokens[-1] == eoc
 
 
-
 @pytest.mark.parametrize("doc", [DOC, Document([ImageItem("0.png"), TextItem("a"), TextItem("b"), ImageItem("1.png")]),
                                  Document([TextItem("title"), ImageItem("0.png")])])
 def test_document_text_tokenises_like_interleave(tokenizer, doc):

@@ -38,6 +38,31 @@ class InterleavedConfig:
     max_images_per_document: int = 100  # pages with more are skipped (galleries, spam)
 
 
+def chunks(document: Document, tie_next: bool = False) -> list[tuple[int | None, list[str]]]:
+    """The document as ``(image index, texts)`` chunks, in token order; ``None`` for the leading text.
+
+    With ``tie_next`` each image takes the text *before* it (text after the last image is dropped).
+    """
+    out: list[tuple[int | None, list[str]]]
+    texts: list[str] = []
+    if tie_next:
+        out = []
+        for item in document.items:
+            if isinstance(item, TextItem):
+                texts.append(item.text)
+            else:
+                out.append((len(out), texts))
+                texts = []
+    else:
+        out = [(None, texts)]
+        for item in document.items:
+            if isinstance(item, TextItem):
+                out[-1][1].append(item.text)
+            else:
+                out.append((len(out) - 1, []))
+    return out
+
+
 def interleave(
     document: Document,
     tokenizer: PreTrainedTokenizerBase,
@@ -49,26 +74,9 @@ def interleave(
     inside page text stay plain text.
     """
     media_id, eoc_id = special_token_ids(tokenizer)
-    chunks: list[tuple[int | None, list[str]]]  # (image index or None for the leading text, texts)
-    texts: list[str] = []
-    if tie_next:
-        chunks = []
-        for item in document.items:
-            if isinstance(item, TextItem):
-                texts.append(item.text)
-            else:
-                chunks.append((len(chunks), texts))
-                texts = []
-    else:
-        chunks = [(None, texts)]
-        for item in document.items:
-            if isinstance(item, TextItem):
-                chunks[-1][1].append(item.text)
-            else:
-                chunks.append((len(chunks) - 1, []))
     ids: list[int] = []
     image_order: list[int] = []
-    for image, chunk_texts in chunks:
+    for image, chunk_texts in chunks(document, tie_next):
         if image is not None:
             if ids:
                 ids.append(eoc_id)  # close the previous chunk
@@ -86,14 +94,12 @@ def document_text(document: Document, media_token: str = MEDIA_TOKEN, eoc_token:
     For pretraining an LM on the text Flamingo will later show it: tokenised with the two markers
     as special tokens, it gives the same ids as ``interleave`` (page text without marker strings).
     """
-    out, chunk = "", []
-    for item in document.items:
-        if isinstance(item, TextItem):
-            chunk.append(item.text)
-        else:
-            out += " ".join(chunk) + (eoc_token if out or chunk else "") + media_token
-            chunk = []
-    return out + " ".join(chunk) + eoc_token
+    out = ""
+    for image, chunk_texts in chunks(document):
+        if image is not None:
+            out += (eoc_token if out else "") + media_token
+        out += " ".join(chunk_texts)
+    return out + eoc_token
 
 
 def sample_window(is_media: np.ndarray, max_length: int, max_images: int, rng: random.Random) -> tuple[int, int]:
