@@ -52,6 +52,14 @@ def test_close_ended_continuation_reassembles_the_example() -> None:
     assert template.continuation("no", ex) == " no<|endofchunk|>"
 
 
+def test_labels_end_a_generated_answer() -> None:
+    assert VQA.labels == ("Question:", "Answer:")
+    assert PromptTemplate(CAPTION_TEMPLATE).labels == ("Output:",)
+    assert VQA.cut(" red Question: How many shapes are there? Answer: 2") == "red"
+    assert VQA.cut(" bottom left\nQuestion") == "bottom left"
+    assert VQA.cut(" top right") == "top right"
+
+
 def test_sampling_is_seeded_and_respects_exclusions() -> None:
     a, _ = sample_support(20, 4, random.Random(3))
     b, _ = sample_support(20, 4, random.Random(3))

@@ -65,8 +65,12 @@ class OracleFlamingo(nn.Module):
         table = torch.tensor([self.colours[n] for n in names], dtype=torch.float)  # (k, 3)
         return [names[int(torch.cdist(row[None], table).argmin())] for row in rgb]
 
-    def generate(self, input_ids, attention_mask, pixel_values, media_mask, max_new_tokens=20, num_beams=3):
-        answers = [self.answer_for(c) for c in self._query_colours(pixel_values, media_mask)]
+    run_on = ""  # text written after the answer, before <|endofchunk|>
+
+    def generate(self, input_ids, attention_mask, pixel_values, media_mask, max_new_tokens=20, num_beams=3,
+                 eos_token_id=None, stop_strings=None):  # fmt: skip
+        assert eos_token_id == [self.eoc_token_id] + [self.tokenizer.eos_token_id] * (self.tokenizer.eos_token_id is not None)
+        answers = [self.answer_for(c) + self.run_on for c in self._query_colours(pixel_values, media_mask)]
         new = [self.tokenizer(" " + a, add_special_tokens=False).input_ids + [self.eoc_token_id] for a in answers]
         width = max(map(len, new))
         new = torch.tensor([ids + [self.eoc_token_id] * (width - len(ids)) for ids in new])
@@ -116,6 +120,17 @@ def test_oracle_scores_perfectly(task, metric, expected, oracle, benchmark_write
     assert len(rows) == 2 * 2 * 4  # shots x trials x examples
     assert {len(r["support_ids"]) for r in rows if r["shots"] == 2} == {2}
     assert {len(r["support_ids"]) for r in rows if r["shots"] == 0} == {2}  # the text-only pair
+
+
+@pytest.mark.parametrize("run_on", [" Question: What colour is it?", " Answer: no", "\nnext line"])
+def test_generation_ends_at_the_next_label(run_on, oracle, benchmark_writer) -> None:
+    """Pages that ask several questions per image teach a model to go on with ``Question:``."""
+    model, proc = oracle("vqav2")
+    model.run_on = run_on
+    root = benchmark_writer("vqav2", n_train=6, n_eval=4)
+    result, rows = Evaluator(model, proc, EvalConfig(shots=(2,), trials=1, progress=False)).evaluate(get_task("vqav2"), root)
+    assert result["shots"]["2"]["mean"]["vqa_accuracy"] == pytest.approx(100.0)
+    assert all(r["prediction"] in model.colours for r in rows)
 
 
 def test_rices_puts_the_most_similar_support_last(oracle, benchmark_writer, tmp_path) -> None:

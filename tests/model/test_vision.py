@@ -17,9 +17,6 @@ def test_adapters_load_from_directories_and_share_one_protocol(vision_dirs, name
 
 def test_nfnet_round_trip(tmp_path):
     enc = NFNetEncoder(NFNetConfig(image_size=32, stem_width=8, widths=(8, 16), depths=(2, 1), hidden_size=12))
-    with torch.no_grad():
-        for blk in enc.blocks:
-            blk.skip_gain.fill_(1.0)
     enc.save_pretrained(tmp_path)
     back = load_vision_encoder(str(tmp_path))
     x = torch.randn(3, 3, 32, 32)
@@ -30,8 +27,6 @@ def test_nfnet_round_trip(tmp_path):
 def test_nfnet_keeps_activations_normalised_without_batch_norm():
     enc = NFNetEncoder(NFNetConfig(image_size=64, depths=(2, 2, 2, 2)))
     with torch.no_grad():
-        for blk in enc.blocks:
-            blk.skip_gain.fill_(1.0)
         h = enc.blocks(enc.stem(torch.randn(8, 3, 64, 64)))
     assert 0.2 < h.std().item() < 5.0  # signal propagation holds through 8 residual blocks
 

@@ -14,7 +14,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert "flamingo generate --model" in printed and str(out / "checkpoint") in printed
 
     report = (out / "report.md").read_text()
-    for section in ("## Few-shot results", "## Targets", "## LM go/no-go", "## Stages", "## Plots",
+    for section in ("## Few-shot results", "## Targets", "## LM go/no-go", "## Vision probe", "## Stages", "## Plots",
                     "## Example generations", "## Try it"):
         assert section in report
     for task in EVAL_TASKS:
@@ -24,6 +24,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     stages = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
     assert set(stages) == {"world", "tokenizer", "vision", "lm", "flamingo", "eval", "eval_blind", "chance"}
     assert 0.0 <= stages["lm"]["text_binding_accuracy"] <= 1.0
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in stages["vision"]["probe"].values())
     for name in ("eval", "eval_blind"):
         assert set(stages[name]["tasks"]) == set(EVAL_TASKS)
     model = Flamingo.from_pretrained(out / "checkpoint")  # self-contained and loadable

@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flamingo_vlm.world.language import NUMBER_WORDS, QUESTION_KINDS, ask, captions, invented_words, statement
+from flamingo_vlm.world.language import (
+    NUMBER_WORDS,
+    QUESTION_KINDS,
+    ask,
+    captions,
+    invented_words,
+    statement,
+)
 from flamingo_vlm.world.motion import DIRECTIONS, random_clip, render_clip
 from flamingo_vlm.world.scene import COLOURS, RADIUS, RenderConfig, Scene, Shape, random_scene, render_scene
 from flamingo_vlm.world.seeding import stream
@@ -175,6 +182,7 @@ def test_text_corpus_is_deterministic_and_mixes_every_kind():
     docs = text_corpus(0, 300)
     assert docs == text_corpus(0, 300) and docs != text_corpus(1, 300)
     assert any("Question:" in d for d in docs) and any("hateful" in d for d in docs)
+    assert any("Which direction" in d or "going?" in d for d in docs)  # motion, asked about as in video QA
     repeated = [d.split("\n") for d in docs if "\n" in d]
     assert any(len(lines) > 1 and len(set(lines)) == 1 for lines in repeated)  # induction sequences
     only_binding = text_corpus(0, 20, TextMix(**{k: float(k == "binding") for k in TEXT_KINDS}))

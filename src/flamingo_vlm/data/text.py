@@ -16,11 +16,12 @@ CAPTION_KEYS = ("caption", "text", "txt")
 
 def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
     """``(media_id, eoc_id)``; raises ``ValueError`` if ``add_flamingo_tokens`` was not applied."""
-    vocab = tokenizer.get_vocab()
-    missing = [t for t in (MEDIA_TOKEN, EOC_TOKEN) if t not in vocab]
+    # Called once per document: a token lookup, not ``get_vocab()`` (which copies the vocabulary).
+    media_id, eoc_id = tokenizer.convert_tokens_to_ids([MEDIA_TOKEN, EOC_TOKEN])
+    missing = [t for t, i in ((MEDIA_TOKEN, media_id), (EOC_TOKEN, eoc_id)) if i is None or i == tokenizer.unk_token_id]
     if missing or tokenizer.pad_token_id is None:
         raise ValueError(f"tokenizer lacks {missing or 'a pad token'}: call flamingo_vlm.tokenization.add_flamingo_tokens(tokenizer) first")
-    return vocab[MEDIA_TOKEN], vocab[EOC_TOKEN]
+    return media_id, eoc_id
 
 
 def tokenize_plain(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:

@@ -13,6 +13,7 @@ removed, so the model learns the answer *format* without seeing any image-answer
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -49,6 +50,22 @@ class PromptTemplate:
     def query(self, example: Example) -> str:
         """The query, cut before the answer and its leading whitespace (which belongs to the answer's tokens)."""
         return self._parts[0].format(**example.fields).rstrip()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The template's field labels (``"Question:"``, ``"Answer:"``): where a generated answer ends.
+
+        A model trained on pages that ask several questions per image may write the next
+        ``Question:`` instead of ``<|endofchunk|>`` after its answer; OpenFlamingo's VQA
+        post-processing cuts there too (``re.split("Question|Answer|Short", ...)``).
+        """
+        return tuple(dict.fromkeys(re.findall(r"[A-Za-z]+:", self.template)))
+
+    def cut(self, generated: str) -> str:
+        """A generated continuation up to the first label or line break: the answer alone."""
+        for stop in (*self.labels, "\n"):
+            generated = generated.split(stop)[0]
+        return generated.strip()
 
     def continuation(self, answer: str, example: Example) -> str:
         """What follows :meth:`query` when the answer is ``answer``: a candidate of close-ended tasks."""

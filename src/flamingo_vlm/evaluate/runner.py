@@ -215,7 +215,7 @@ class Evaluator:
             batch = [q for i in indices if (q := self._make_query(run, i, shots, rng)) is not None]
             if not batch:
                 continue
-            outputs = self._generate(run.spec, batch) if run.spec.mode == "generate" else self._rank(run, batch)
+            outputs = self._generate(run, batch) if run.spec.mode == "generate" else self._rank(run, batch)
             for q, out in zip(batch, outputs):
                 predictions[q.index] = (out, q.support_ids)
         return predictions
@@ -226,12 +226,15 @@ class Evaluator:
             batch["pixel_values"] = torch.zeros_like(batch["pixel_values"])  # the mean colour everywhere
         return {k: v.to(self.device) for k, v in batch.items()}
 
-    def _generate(self, spec: TaskSpec, batch: Sequence[_Query]) -> list[Prediction]:
+    def _generate(self, run: _TaskRun, batch: Sequence[_Query]) -> list[Prediction]:
+        """Beam search up to ``<|endofchunk|>``, or to the template's next label (a new ``Question:``)."""
         inputs = self._inputs([q.prompts[0] for q in batch], [q.media[0] for q in batch])
-        out = self.model.generate(**inputs, max_new_tokens=spec.max_new_tokens, num_beams=self.config.num_beams)
+        tokenizer = self.processor.tokenizer
+        stop_ids = [self.model.eoc_token_id] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+        out = self.model.generate(**inputs, max_new_tokens=run.spec.max_new_tokens, num_beams=self.config.num_beams,
+                                  eos_token_id=stop_ids, stop_strings=[*run.template.labels, "\n"])  # fmt: skip
         texts = self.processor.batch_decode(out, prompt_length=inputs["input_ids"].shape[1])
-        # A model that has not learnt to close its answer may run on into a new line or example.
-        return [Prediction(text.split("\n")[0].strip()) for text in texts]
+        return [Prediction(run.template.cut(text)) for text in texts]
 
     def _rank(self, run: _TaskRun, batch: Sequence[_Query]) -> list[Prediction]:
         """Sum log-likelihood of every candidate, averaged over each query's support orderings."""

@@ -149,7 +149,11 @@ class NFBlock(nn.Module):
         self.conv1 = ScaledStdConv2d(in_ch, out_ch, 3, stride=stride, padding=1)
         self.conv2 = ScaledStdConv2d(out_ch, out_ch, 3, padding=1)
         self.shortcut = ScaledStdConv2d(in_ch, out_ch, 1, stride=stride) if stride != 1 or in_ch != out_ch else None
-        self.skip_gain = nn.Parameter(torch.zeros(()))  # SkipInit: each branch starts as identity
+        # A learned branch gain, started at 1 rather than NFNet's SkipInit 0: at gain 0 a small,
+        # briefly trained encoder is its strided 1×1 shortcuts, which see each image through a
+        # few sparse 3×3 windows (ShapesWorld, 250 contrastive steps: linear-probe accuracy of
+        # a shape's position from mean-pooled features 0.69 at gain 0, 0.98 at gain 1).
+        self.skip_gain = nn.Parameter(torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.gelu(x / self.beta) * _GAMMA_GELU

@@ -2,7 +2,8 @@
 
 1. **world** — render the training corpora (web pages → shards, pairs, videos, LM text) and the
    evaluation sets (from another seed) with :func:`generate_world`;
-2. **vision** — contrastively pretrain the built-in NFNet encoder on the image–text pairs;
+2. **vision** — contrastively pretrain the built-in NFNet encoder on the image–text pairs, then probe
+   what its features tell apart (a shape's colour, shape, size, position);
 3. **lm** — train a byte-level BPE tokenizer and pretrain a small Llama on the world's text, then
    the go/no-go check: text-only in-context binding accuracy of that LM;
 4. **flamingo** — freeze both and train Flamingo on the λ-weighted mixture (web pages 1.0, pairs
@@ -86,7 +87,7 @@ PRESETS: dict[str, RecipePreset] = {
         lm_batch=16, lm_lr=3e-3,
         flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
                       xattn_dim_head=32, max_frames=8, cross_attn_every=1),
-        train_steps=370, train_batch={"web": 48, "pairs": 32, "videos": 2}, web_window=48, train_lr=2e-3,
+        train_steps=370, train_batch={"web": 48, "pairs": 32, "videos": 4}, web_window=48, train_lr=2e-3,
         shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
     ),
     "full": RecipePreset(
@@ -167,6 +168,7 @@ class Recipe:
         from flamingo_vlm.model.vision import NFNetConfig, NFNetEncoder
         from flamingo_vlm.pretrain import ContrastiveConfig, pretrain_vision_encoder
         from flamingo_vlm.processing import FlamingoProcessor
+        from flamingo_vlm.world.probe import vision_probe
 
         p = self.preset
         tokenizer = AutoTokenizer.from_pretrained(self.out / "lm")
@@ -182,7 +184,9 @@ class Recipe:
         config = ContrastiveConfig(steps=p.vision_steps, warmup_steps=max(1, p.vision_steps // 10))
         history = pretrain_vision_encoder(encoder, stream, len(processor.tokenizer), config, progress_callback(p.vision_steps, "vision", self.progress))
         encoder.save_pretrained(self.out / "vision")
-        return {"loss": history, "parameters": sum(t.numel() for t in encoder.parameters())}
+        probe = vision_probe(encoder, processor.transform_image, RenderConfig(image_size=p.image_size), self.seed,
+                             num_scenes=15 * p.probes)  # fmt: skip
+        return {"loss": history, "parameters": sum(t.numel() for t in encoder.parameters()), "probe": probe}
 
     def tokenizer(self) -> dict[str, Any]:
         from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN, add_flamingo_tokens, train_bpe_tokenizer

@@ -111,6 +111,13 @@ def write_report(out: Path, results: dict[str, Any], preset_name: str, total_sec
                   "The LM binds in context, so Flamingo can inherit it." if go else
                   "**Flagged: the LM does not bind in context, so ShapesWorld-Binding cannot emerge in Flamingo "
                   "(its cross-attention sees images; matching and copying is the frozen LM's job).**"), ""]  # fmt: skip
+    if "probe" in results["vision"]:  # stages recorded before the probe existed have none
+        lines += ["## Vision probe", "",
+                  "Linear-probe accuracy of one shape's attributes from the frozen encoder's mean-pooled features "
+                  "(held-out single-shape scenes). Flamingo cannot learn to name what the encoder does not see.", "",
+                  "| attribute | accuracy | chance |", "|---|---|---|"]  # fmt: skip
+        lines += [f"| {kind} | {r['accuracy']:.0%} | {r['chance']:.0%} |" for kind, r in results["vision"]["probe"].items()]
+        lines += [""]
     lines += ["## Stages", "", "| stage | seconds | notes |", "|---|---|---|"]
     notes = {
         "vision": lambda r: f"contrastive loss {r['loss'][0]:.2f} → {r['loss'][-1]:.2f}, {r['parameters']:,} params",

@@ -2,8 +2,8 @@
 
 A frozen LM decides what Flamingo can do in context: cross-attention lets the text *see* images,
 but matching a query to a support example and copying its label is the LM's own self-attention.
-So the corpus holds, besides captions and question answering over scene descriptions, the
-in-context patterns the multimodal tasks need, in text form:
+So the corpus holds, besides captions and question answering over scene (and motion)
+descriptions, the in-context patterns the multimodal tasks need, in text form:
 
 * attribute lists ("a circle, red: red\\na square, blue: blue"): name whichever attribute the
   preceding lines named;
@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flamingo_vlm.world.language import NUMBER_WORDS, caption, indefinite, invented_words, phrase, questions, statement
+from flamingo_vlm.world.motion import clip_caption, clip_question, random_clip
 from flamingo_vlm.world.scene import ATTRIBUTE_VALUES, COLOURS, SHAPES, SIZES, RenderConfig, Shape, random_scene
 from flamingo_vlm.world.seeding import stream
 
-TEXT_KINDS = ("captions", "qa", "attribute", "binding", "memes", "repeat")
+TEXT_KINDS = ("captions", "qa", "motion", "attribute", "binding", "memes", "repeat")
 
 # Only the scene's content matters for text; rendering settings are irrelevant here.
 _CONFIG = RenderConfig()
@@ -34,6 +35,7 @@ class TextMix:
 
     captions: float = 0.15
     qa: float = 0.2
+    motion: float = 0.05
     attribute: float = 0.15
     binding: float = 0.25
     memes: float = 0.05
@@ -68,6 +70,16 @@ def _qa(rng: random.Random) -> str:
         scene = random_scene(rng, _CONFIG)
         qa = " ".join(f"Question: {q.question} Answer: {q.answer}" for q in questions(scene, 2, rng))
         lines.append(f"{caption(scene, rng)} {qa}")
+    return "\n".join(lines)
+
+
+def _motion(rng: random.Random) -> str:
+    """Motion told in words, then asked about: the text form of video question answering."""
+    lines = []
+    for _ in range(rng.randint(2, 5)):
+        clip = random_clip(rng, _CONFIG)
+        question, answer = clip_question(clip, rng)
+        lines.append(f"{clip_caption(clip, rng)} Question: {question} Answer: {answer}")
     return "\n".join(lines)
 
 
@@ -119,7 +131,7 @@ def _repeat(rng: random.Random) -> str:
 
 
 _WRITERS: dict[str, Callable[[random.Random], str]] = {
-    "captions": _captions, "qa": _qa, "attribute": _attribute, "binding": _binding, "memes": _memes,
+    "captions": _captions, "qa": _qa, "motion": _motion, "attribute": _attribute, "binding": _binding, "memes": _memes,
     "repeat": _repeat,
 }  # fmt: skip
 
