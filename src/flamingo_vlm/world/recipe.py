@@ -90,14 +90,17 @@ PRESETS: dict[str, RecipePreset] = {
         train_steps=370, train_batch={"web": 48, "pairs": 32, "videos": 4}, web_window=48, train_lr=2e-3,
         shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
     ),
+    # full: sized for ≈50 min on 2 cores from measured per-step times (LM 128×6, batch 32 × 128: 0.45 s;
+    # Flamingo 0.83 s with that LM), not yet run end to end. Its earlier sizing (LM 192×6 × 256 tokens,
+    # 2.0 s/step × 3000 steps) would have spent 100 minutes in the LM stage alone.
     "full": RecipePreset(
-        world="full", image_size=64, vocab_size=2048, vision_widths=(32, 64, 128), vision_width=192,
-        vision_steps=1500, vision_batch=96, lm_hidden=192, lm_layers=6, lm_heads=6, lm_context=256, lm_steps=3000,
-        lm_batch=32, lm_lr=2e-3,
-        flamingo=dict(num_latents=32, resampler_depth=3, resampler_heads=4, resampler_dim_head=48, xattn_heads=4,
-                      xattn_dim_head=48, max_frames=8, cross_attn_every=1),
-        train_steps=2000, train_batch={"web": 48, "pairs": 32, "videos": 8}, web_window=64, train_lr=5e-4,
-        shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=200, trials=2, probes=300,
+        world="full", image_size=64, vocab_size=2048, vision_widths=(32, 64, 128), vision_width=128,
+        vision_steps=1000, vision_batch=64, lm_hidden=128, lm_layers=6, lm_heads=4, lm_context=128, lm_steps=2400,
+        lm_batch=32, lm_lr=3e-3,
+        flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
+                      xattn_dim_head=32, max_frames=8, cross_attn_every=1),
+        train_steps=1000, train_batch={"web": 48, "pairs": 32, "videos": 8}, web_window=48, train_lr=2e-3,
+        shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=150, trials=1, probes=300,
     ),
 }  # fmt: skip
 

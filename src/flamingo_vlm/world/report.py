@@ -31,14 +31,14 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     for task, margin in (("vqav2", 50), ("msrvttqa", 20)):
         a, b = at(ours, task, "4"), at(blind, task, "4")
         if a is not None and b is not None:
-            rows.append((f"{task} 4-shot ≥ blind + {margin}", f"{a:.1f} vs blind {b:.1f} (+{a - b:.1f})", a >= b + margin))
+            rows.append((f"{task} 4-shot ≥ blind + {margin}", f"{a:.1f} vs blind {b:.1f} ({a - b:+.1f})", a >= b + margin))
     auc = max((v for s in ours.get("hateful_memes", {}).get("shots", {}) if (v := at(ours, "hateful_memes", s)) is not None),
               default=None)
     if auc is not None:
         rows.append(("memes ROC-AUC ≥ 80 (best shot count)", f"{auc:.1f}", auc >= 80))
     a4, a0 = at(ours, "shapesworld_attribute", "4"), at(ours, "shapesworld_attribute", "0")
     if a4 is not None and a0 is not None:
-        rows.append(("Attribute 4-shot ≥ 0-shot + 20", f"{a4:.1f} vs {a0:.1f} (+{a4 - a0:.1f})", a4 >= a0 + 20))
+        rows.append(("Attribute 4-shot ≥ 0-shot + 20", f"{a4:.1f} vs {a0:.1f} ({a4 - a0:+.1f})", a4 >= a0 + 20))
     b8 = at(ours, "shapesworld_binding", "8")
     if b8 is not None:
         rows.append(("Binding 8-shot ≥ 80 (full preset)", f"{b8:.1f}", b8 >= 80))
