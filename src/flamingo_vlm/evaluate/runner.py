@@ -25,6 +25,7 @@ from flamingo_vlm.evaluate.media import MediaError, load_media
 from flamingo_vlm.evaluate.prompting import Prompt, PromptTemplate, build_prompt, sample_support
 from flamingo_vlm.evaluate.rices import FeatureCache, Rices, pooled_features
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, Split, TaskSpec
+from flamingo_vlm.model.generation import default_stop_ids
 from flamingo_vlm.model.vision import encoder_fingerprint
 from flamingo_vlm.processing import FlamingoProcessor
 
@@ -229,10 +230,9 @@ class Evaluator:
     def _generate(self, run: _TaskRun, batch: Sequence[_Query]) -> list[Prediction]:
         """Beam search up to ``<|endofchunk|>``, or to the template's next label (a new ``Question:``)."""
         inputs = self._inputs([q.prompts[0] for q in batch], [q.media[0] for q in batch])
-        tokenizer = self.processor.tokenizer
-        stop_ids = [self.model.eoc_token_id] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
         out = self.model.generate(**inputs, max_new_tokens=run.spec.max_new_tokens, num_beams=self.config.num_beams,
-                                  eos_token_id=stop_ids, stop_strings=[*run.template.labels, "\n"])  # fmt: skip
+                                  eos_token_id=default_stop_ids(self.model),
+                                  stop_strings=[*run.template.labels, "\n"])  # fmt: skip
         texts = self.processor.batch_decode(out, prompt_length=inputs["input_ids"].shape[1])
         return [Prediction(run.template.cut(text)) for text in texts]
 

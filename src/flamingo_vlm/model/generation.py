@@ -191,7 +191,7 @@ def generate(
     model._check_length(input_ids.shape[1] + max_new_tokens)
 
     if eos_token_id is None and stop_strings is None:
-        stop_ids = [model.eoc_token_id] + ([model.tokenizer.eos_token_id] if model.tokenizer.eos_token_id is not None else [])
+        stop_ids = default_stop_ids(model)
     else:
         stop_ids = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
     stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
@@ -207,6 +207,12 @@ def generate(
     sequences = _beam_search(model, input_ids, attention_mask, media, max_new_tokens, num_beams, length_penalty,
                              procs, stopper, pad_token_id, use_cache, cache_media)
     return GenerationOutput(sequences) if return_dict_in_generate else sequences
+
+
+def default_stop_ids(model: Flamingo) -> list[int]:
+    """Where a Flamingo answer ends: ``<|endofchunk|>``, and the tokenizer's EOS when it has one."""
+    eos = model.tokenizer.eos_token_id
+    return [model.eoc_token_id] + ([eos] if eos is not None else [])
 
 
 def _uncached_logits(model: Flamingo, sequences, attention_mask, media, expand: int) -> torch.Tensor:
