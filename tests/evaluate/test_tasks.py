@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flamingo_vlm.evaluate.tasks import TASKS, get_task
+from flamingo_vlm.evaluate.tasks import TASKS, Example, Prediction, get_task
 
 
 POOLED = sorted(name for name, spec in TASKS.items() if not spec.episodic)
@@ -38,6 +38,18 @@ def test_episodic_reader_gives_each_query_its_support(task: str, benchmark_write
     for ex in split.examples:
         assert len(ex.support) == 4 and all(Path(s.media[0]).is_file() for s in ex.support)
         assert ex.candidates[ex.label] == ex.answer
+        assert ex.fields["kind"] in ("colour", "shape", "size", "position")
+
+
+@pytest.mark.parametrize("task", EPISODIC)
+def test_episodic_score_is_broken_down_by_kind(task: str) -> None:
+    def query(kind: str, answer: str) -> Example:
+        return Example(id=f"{kind}-{answer}", media=(), fields={"kind": kind}, answer=answer, references=(answer,))
+
+    examples = [query("colour", "dax"), query("colour", "wug"), query("shape", "dax"), query("shape", "fep")]
+    predictions = [Prediction(t) for t in ("dax", "wug", "wug", "fep")]  # colour 2/2, shape 1/2
+    scores = get_task(task).scorer(examples, predictions, [])
+    assert scores == {"top1": 75.0, "top1_colour": 100.0, "top1_shape": 50.0}
 
 
 def test_episodic_reader_counts_missing_support_images(benchmark_writer) -> None:

@@ -14,7 +14,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert "flamingo generate --model" in printed and str(out / "checkpoint") in printed
 
     report = (out / "report.md").read_text()
-    for section in ("## Few-shot results", "## Targets", "## LM go/no-go", "## Vision probe", "## Stages", "## Plots",
+    for section in ("## Few-shot results", "### In-context tasks by episode kind", "## Targets", "## LM go/no-go", "## Vision probe", "## Stages", "## Plots",
                     "## Example generations", "## Try it"):
         assert section in report
     for task in EVAL_TASKS:

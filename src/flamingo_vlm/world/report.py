@@ -82,6 +82,24 @@ def _plots(out: Path, results: dict[str, Any]) -> list[str]:
     return written
 
 
+def _by_kind(ours: dict[str, Any], blind: dict[str, Any], all_shots: list[str]) -> list[str]:
+    """The in-context tasks per episode kind (``top1_{kind}``): where the headline number comes from."""
+    rows = []
+    for task, result in ours.items():
+        kinds = sorted({m[len("top1_"):] for s in result["shots"].values() for m in s["mean"] if m.startswith("top1_")})
+        for kind in kinds:
+            cells = [_fmt(result["shots"].get(s, {}).get("mean", {}).get(f"top1_{kind}")) for s in all_shots]
+            blind_cells = " / ".join(_fmt(blind[task]["shots"][s]["mean"].get(f"top1_{kind}"))
+                                     for s in sorted(blind[task]["shots"], key=int))  # fmt: skip
+            rows.append(f"| {task} | {kind} | " + " | ".join(cells) + f" | {blind_cells} |")
+    if not rows:
+        return []
+    return ["", "### In-context tasks by episode kind", "",
+            "Top-1 accuracy over the episodes of each kind (which attribute the episode is about).", "",
+            "| task | kind | " + " | ".join(f"{s}-shot" for s in all_shots) + " | blind (same shots) |",
+            "|---|---|" + "---|" * len(all_shots) + "---|", *rows]  # fmt: skip
+
+
 def write_report(out: Path, results: dict[str, Any], preset_name: str, total_seconds: float, peak_rss_mib: float) -> Path:
     ours, blind, chance = results["eval"]["tasks"], results["eval_blind"]["tasks"], results["chance"]["tasks"]
     all_shots = sorted({s for r in ours.values() for s in r["shots"]}, key=int)
@@ -103,6 +121,7 @@ def write_report(out: Path, results: dict[str, Any], preset_name: str, total_sec
         blind_cells = " / ".join(_fmt(_metric(blind[task], s)) for s in sorted(blind[task]["shots"], key=int))
         lines.append(f"| {task} | {HEADLINE[task]} | " + " | ".join(cells) +
                      f" | {blind_cells} | {_fmt(chance[task].get(HEADLINE[task]))} |")  # fmt: skip
+    lines += _by_kind(ours, blind, all_shots)
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {what} | {measured} | {'yes' if ok else 'NO'} |" for what, measured, ok in targets(results)]
     lines += ["", "## LM go/no-go", "",

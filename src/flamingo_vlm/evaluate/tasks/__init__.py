@@ -18,7 +18,7 @@ from flamingo_vlm.evaluate.tasks.base import (
 )
 from flamingo_vlm.evaluate.tasks.captioning import read_karpathy, score_captions
 from flamingo_vlm.evaluate.tasks.classification import read_image_folder, score_classification
-from flamingo_vlm.evaluate.tasks.episodic import read_episodic
+from flamingo_vlm.evaluate.tasks.episodic import read_episodic, score_episodic
 from flamingo_vlm.evaluate.tasks.hateful_memes import HATEFUL_MEMES_TEMPLATE, read_hateful_memes, score_hateful_memes
 from flamingo_vlm.evaluate.tasks.video_qa import read_video_qa, score_video_qa
 from flamingo_vlm.evaluate.tasks.vqa import read_textvqa, read_vizwiz, read_vqa_format, score_vqa
@@ -86,9 +86,9 @@ TASKS: dict[str, TaskSpec] = {
         _video_qa("msrvttqa", "videos/video{video_id}.mp4"),
         # ShapesWorld's in-context tasks: which attribute to name (Attribute) or which invented word
         # means what (Binding) is given only by each query's own support examples.
-        TaskSpec("shapesworld_attribute", read_episodic, CAPTION_TEMPLATE, "generate", score_video_qa, "test", "test",
+        TaskSpec("shapesworld_attribute", read_episodic, CAPTION_TEMPLATE, "generate", score_episodic, "test", "test",
                  max_new_tokens=5, episodic=True),
-        TaskSpec("shapesworld_binding", read_episodic, CAPTION_TEMPLATE, "rank", score_video_qa, "test", "test",
+        TaskSpec("shapesworld_binding", read_episodic, CAPTION_TEMPLATE, "rank", score_episodic, "test", "test",
                  episodic=True),
     )
 }
