@@ -30,8 +30,15 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     model = Flamingo.from_pretrained(out / "checkpoint")  # self-contained and loadable
     assert model.config.lm == "lm"
 
-    # A re-run reuses every finished stage instead of redoing it.
+    assert all(s["peak_rss_mib"] > 0 for s in stages.values())
+
+    # A re-run reuses every finished stage instead of redoing it, and still reports the memory peak
+    # recorded by a reused stage (here made larger than this process's own) rather than just its own.
+    lm_record = out / "stages" / "lm.json"
+    lm_record.write_text(json.dumps({**stages["lm"], "peak_rss_mib": 64 * 1024.0}))
     before = (out / "stages" / "flamingo.json").stat().st_mtime_ns
     assert main(["demo", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
     assert (out / "stages" / "flamingo.json").stat().st_mtime_ns == before
-    assert "(reused)" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "(reused)" in report
+    assert "peak memory **64.00 GiB**" in report

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from pathlib import Path
 
-from flamingo_vlm.world.recipe import PRESETS, Recipe
+from flamingo_vlm.world.recipe import PRESETS, Recipe, peak_rss_mib
 from flamingo_vlm.world.report import query_command, write_report
 
 
@@ -18,7 +17,8 @@ def run(args: argparse.Namespace) -> int:
     results = recipe.run()
     # Wall time of this run, plus the recorded time of the stages it reused from an earlier one.
     total = time.perf_counter() - start + sum(r["seconds"] for r in results.values() if r["reused"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
+    # Likewise the memory peak: the larger of this process's and those recorded by reused stages.
+    peak = max([peak_rss_mib()] + [r.get("peak_rss_mib", 0.0) for r in results.values()])
     report = write_report(out, results, args.preset, total, peak)
     print(f"\nreport: {report}\ncheckpoint: {out / 'checkpoint'}\nquery it:\n  {query_command(out)}")
     return 0
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="the whole Flamingo recipe on the built-in ShapesWorld")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="tiny: seconds (tests); quick: ≤10 min on 2 CPU cores; full: ≈45 min")
+                        help="tiny: seconds (tests); quick: ≤10 min on 2 CPU cores; full: ≈50 min")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="redo stages that already finished")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import resource
 import tarfile
 import time
 from collections import Counter
@@ -131,6 +132,7 @@ class Recipe:
             start = time.perf_counter()
             result = run()
             result["seconds"] = round(time.perf_counter() - start, 1)
+            result["peak_rss_mib"] = round(peak_rss_mib(), 1)  # this process's high-water mark so far
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(json.dumps(result, indent=1) + "\n")
             result["reused"] = False
@@ -297,6 +299,11 @@ class Recipe:
         self.stage("eval_blind", lambda: self.evaluate(blind=True))
         self.stage("chance", self.chance)
         return self.results
+
+
+def peak_rss_mib() -> float:
+    """The peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @torch.no_grad()

@@ -108,7 +108,7 @@ def write_report(out: Path, results: dict[str, Any], preset_name: str, total_sec
     go = lm["text_binding_accuracy"] >= lm["text_binding_chance"] + 0.2
     lines += [
         f"End-to-end wall time **{total_seconds / 60:.1f} min**, peak memory **{peak_rss_mib / 1024:.2f} GiB** "
-        "(stages reused from an earlier run count at their original time).", "",
+        "(stages reused from an earlier run count at their original time and memory peak).", "",
         "## Few-shot results", "",
         "Headline metric per task (percent; ROC-AUC ×100; CIDEr ×100). *blind*: the same model and prompts with "
         "every image blanked; *chance*: the most common support answer (open-ended) or a uniform guess "
