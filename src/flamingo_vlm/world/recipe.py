@@ -92,7 +92,7 @@ PRESETS: dict[str, RecipePreset] = {
         shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
     ),
     # full: sized from measured per-step times (LM 128×6, batch 32 × 128: 0.45 s; Flamingo 0.83 s with
-    # that LM; vision 0.17 s); measured end to end: 49.5 min. Its earlier sizing (LM 192×6 × 256 tokens,
+    # that LM; vision 0.17 s); measured from scratch: 50.1 min, 3.3 GiB. Its earlier sizing (LM 192×6 × 256 tokens,
     # 2.0 s/step × 3000 steps) would have spent 100 minutes in the LM stage alone. Contrastive training
     # learns shape late (colour and position tell most pairs apart first): in one 2000-step run the probe
     # read a shape at 31% (chance 20%) after 500 steps, 52% after 1000, 72% after 1500, 79% at the end;
