@@ -23,7 +23,7 @@ import tarfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,16 @@ class RecipePreset:
     probes: int
 
 
+_QUICK = RecipePreset(
+    world="quick", image_size=64, vocab_size=1024, vision_widths=(32, 64, 128), vision_width=128,
+    vision_steps=250, vision_batch=64, lm_hidden=128, lm_layers=4, lm_heads=4, lm_context=128, lm_steps=800,
+    lm_batch=16, lm_lr=3e-3,
+    flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
+                  xattn_dim_head=32, max_frames=8, cross_attn_every=1),
+    train_steps=370, train_batch={"web": 48, "pairs": 32, "videos": 4}, web_window=48, train_lr=2e-3,
+    shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
+)  # fmt: skip
+
 PRESETS: dict[str, RecipePreset] = {
     "tiny": RecipePreset(
         world="tiny", image_size=32, vocab_size=400, vision_widths=(8, 16), vision_width=32, vision_steps=3,
@@ -82,29 +92,17 @@ PRESETS: dict[str, RecipePreset] = {
         train_steps=3, train_batch={"web": 2, "pairs": 2, "videos": 2}, web_window=64, train_lr=1e-3,
         shots=(0, 2), caption_shots=(0, 2), max_examples=8, trials=1, probes=4,
     ),
-    "quick": RecipePreset(
-        world="quick", image_size=64, vocab_size=1024, vision_widths=(32, 64, 128), vision_width=128,
-        vision_steps=250, vision_batch=64, lm_hidden=128, lm_layers=4, lm_heads=4, lm_context=128, lm_steps=800,
-        lm_batch=16, lm_lr=3e-3,
-        flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
-                      xattn_dim_head=32, max_frames=8, cross_attn_every=1),
-        train_steps=370, train_batch={"web": 48, "pairs": 32, "videos": 4}, web_window=48, train_lr=2e-3,
-        shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
-    ),
-    # full: sized from measured per-step times (LM 128×6, batch 32 × 128: 0.45 s; Flamingo 0.83 s with
-    # that LM; vision 0.17 s); measured from scratch: 50.1 min, 3.3 GiB. Its earlier sizing (LM 192×6 × 256 tokens,
+    "quick": _QUICK,
+    # full: quick's models and Flamingo, trained longer, with a deeper LM and a larger world and eval.
+    # Sized from measured per-step times (LM 128×6, batch 32 × 128: 0.45 s; Flamingo 0.83 s with that LM;
+    # vision 0.17 s); measured from scratch: 50.1 min, 3.3 GiB. Its earlier sizing (LM 192×6 × 256 tokens,
     # 2.0 s/step × 3000 steps) would have spent 100 minutes in the LM stage alone. Contrastive training
     # learns shape late (colour and position tell most pairs apart first): in one 2000-step run the probe
     # read a shape at 31% (chance 20%) after 500 steps, 52% after 1000, 72% after 1500, 79% at the end;
     # this 3000-step stage reaches 84%.
-    "full": RecipePreset(
-        world="full", image_size=64, vocab_size=2048, vision_widths=(32, 64, 128), vision_width=128,
-        vision_steps=3000, vision_batch=64, lm_hidden=128, lm_layers=6, lm_heads=4, lm_context=128, lm_steps=2400,
-        lm_batch=32, lm_lr=3e-3,
-        flamingo=dict(num_latents=16, resampler_depth=2, resampler_heads=4, resampler_dim_head=32, xattn_heads=4,
-                      xattn_dim_head=32, max_frames=8, cross_attn_every=1),
-        train_steps=1000, train_batch={"web": 48, "pairs": 32, "videos": 8}, web_window=48, train_lr=2e-3,
-        shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=150, trials=1, probes=300,
+    "full": replace(
+        _QUICK, world="full", vocab_size=2048, vision_steps=3000, lm_layers=6, lm_steps=2400, lm_batch=32,
+        train_steps=1000, train_batch={"web": 48, "pairs": 32, "videos": 8}, max_examples=150, probes=300,
     ),
 }  # fmt: skip
 
