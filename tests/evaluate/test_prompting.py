@@ -58,6 +58,12 @@ def test_labels_end_a_generated_answer() -> None:
     assert VQA.cut(" red Question: How many shapes are there? Answer: 2") == "red"
     assert VQA.cut(" bottom left\nQuestion") == "bottom left"
     assert VQA.cut(" top right") == "top right"
+    # max_new_tokens ran out between the label and its colon
+    assert VQA.cut(" left Question") == "left"
+    assert VQA.cut(" yes Answer") == "yes"
+    # a label is a whole word: an answer that merely contains one is kept
+    assert VQA.cut(" Questionable Answers") == "Questionable Answers"
+    assert PromptTemplate("<image>{answer}").cut(" a red circle\nmore") == "a red circle"  # no labels
 
 
 def test_sampling_is_seeded_and_respects_exclusions() -> None:
