@@ -42,3 +42,10 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "(reused)" in report
     assert "peak memory **64.00 GiB**" in report
+
+    # A stage recorded before stages kept their peak: the report gives a lower bound and names it.
+    record = {k: v for k, v in stages["vision"].items() if k != "peak_rss_mib"}
+    (out / "stages" / "vision.json").write_text(json.dumps(record))
+    assert main(["demo", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    assert "peak memory **≥ 64.00 GiB**" in report and "not recorded by vision" in report
