@@ -64,12 +64,14 @@ class PromptTemplate:
     def cut(self, generated: str) -> str:
         """A generated continuation up to the first label or line break: the answer alone.
 
-        A label ends the answer even without its colon: ``max_new_tokens`` can stop a generation
-        between the two (``"left Question"``; 4 points of VQA accuracy on the full ShapesWorld demo).
-        Generation itself still stops only at the whole label, because a beam that ends at a bare
-        word outscores the longer, right answers (measured: the quick demo's VQA fell from 42 to 18).
+        A label's word that ends the generation after an answer also counts without its colon:
+        ``max_new_tokens`` can run out between the two (``"left Question"``).  Only there, so that an
+        answer merely containing the word (``"A red circle"``, or ``"A"`` alone, under a ``Q: … A:``
+        template) is kept.  Generation still stops at the whole label only: a beam that stops at the
+        bare word outscores longer, right answers.
         """
-        ends = [rf"\b{re.escape(label.rstrip(':'))}\b" for label in self.labels] + ["\n"]
+        ends = [re.escape(label) for label in self.labels]
+        ends += [rf"(?<=\S)\s+{re.escape(label[:-1])}\s*$" for label in self.labels] + ["\n"]
         return re.split("|".join(ends), generated, maxsplit=1)[0].strip()
 
     def continuation(self, answer: str, example: Example) -> str:

@@ -105,7 +105,11 @@ def write_report(
     out: Path, results: dict[str, Any], preset_name: str, total_seconds: float, peak_rss_mib: float,
     peak_unrecorded: Sequence[str] = (),
 ) -> Path:
-    """``peak_unrecorded``: reused stages that kept no memory peak, so ``peak_rss_mib`` is only a lower bound."""
+    """Write ``report.md`` and its plots under ``out``.
+
+    ``peak_unrecorded`` names reused stages that kept no memory peak (recorded before stages did), so
+    ``peak_rss_mib`` is then only a lower bound and the report says so.
+    """
     ours, blind, chance = results["eval"]["tasks"], results["eval_blind"]["tasks"], results["chance"]["tasks"]
     all_shots = sorted({s for r in ours.values() for s in r["shots"]}, key=int)
     lines = [f"# ShapesWorld demo report (preset `{preset_name}`)", ""]
