@@ -6,18 +6,27 @@ import argparse
 
 import torch
 
+from flamingo_vlm.evaluate.prompting import cut_answer, field_labels
 from flamingo_vlm.model import Flamingo
+from flamingo_vlm.model.generation import default_stop_ids
 from flamingo_vlm.processing import FlamingoProcessor
 
 
 def answer(
     model: Flamingo, processor: FlamingoProcessor, prompt: str, media: list, num_beams: int = 3, max_new_tokens: int = 20
 ) -> str:
-    """The model's continuation of one interleaved prompt (media given in ``<image>`` order)."""
+    """The model's answer to one interleaved prompt (media given in ``<image>`` order).
+
+    Like the evaluation harness, generation stops at ``<|endofchunk|>``, a line break or the prompt's
+    next field label, which is cut off: a model trained on quiz pages goes on with ``Question: …``
+    after ``"<image>Question: … Answer: orange"``, and only ``orange`` answers the question.
+    """
     device = next(model.parameters()).device
+    labels = field_labels(prompt)
     batch = processor([prompt], images=[media]).to(device)
-    sequences = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens)
-    return processor.batch_decode(sequences, prompt_length=batch["input_ids"].shape[1])[0]
+    sequences = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens,
+                               eos_token_id=default_stop_ids(model), stop_strings=[*labels, "\n"])  # fmt: skip
+    return cut_answer(processor.batch_decode(sequences, prompt_length=batch["input_ids"].shape[1])[0], labels)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,8 @@
 """`flamingo demo --preset tiny`: the whole recipe runs, writes its report, and reuses finished stages."""
 
 import json
+import shlex
+from pathlib import Path
 
 from flamingo_vlm import Flamingo
 from flamingo_vlm.cli import main
@@ -12,6 +14,11 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert main(["demo", "--preset", "tiny", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "flamingo generate --model" in printed and str(out / "checkpoint") in printed
+    # The printed command runs as it is: an existing test image and a question the world asks about it.
+    command = shlex.split(printed.split("query it:\n")[1].strip())
+    assert command[:2] == ["flamingo", "generate"] and Path(command[command.index("--image") + 1]).is_file()
+    assert main(command[1:] + ["--device", "cpu", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.endswith("\n")  # one printed line: the answer (a tiny model may say nothing)
 
     report = (out / "report.md").read_text()
     for section in ("## Few-shot results", "### In-context tasks by episode kind", "## Targets", "## LM go/no-go", "## Vision probe", "## Stages", "## Plots",

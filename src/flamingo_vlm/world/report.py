@@ -179,6 +179,9 @@ def write_report(
 
 
 def query_command(out: Path) -> str:
-    image = next((out / "world" / "eval" / "vqav2" / "val2014").glob("*.jpg"), Path("IMAGE.jpg"))
+    """``flamingo generate`` on the checkpoint, asking the first VQA test question about its own image."""
+    root = out / "world" / "eval" / "vqav2"
+    first = json.loads((root / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"][0]
+    image = root / "val2014" / f"COCO_val2014_{first['image_id']:012d}.jpg"
     return (f'flamingo generate --model {out / "checkpoint"} --image {image} '
-            '--prompt "<image>Question: What colour is the circle? Answer:"')  # fmt: skip
+            f'--prompt "<image>Question: {first["question"]} Answer:"')  # fmt: skip
