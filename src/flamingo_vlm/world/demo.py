@@ -17,11 +17,7 @@ def run(args: argparse.Namespace) -> int:
     results = recipe.run()
     # Wall time of this run, plus the recorded time of the stages it reused from an earlier one.
     total = time.perf_counter() - start + sum(r["seconds"] for r in results.values() if r["reused"])
-    # Likewise the memory peak: the larger of this process's and those recorded by reused stages; a stage
-    # recorded before stages kept their peak is named, so the report gives a lower bound, not a wrong figure.
-    peak = max([peak_rss_mib()] + [r.get("peak_rss_mib", 0.0) for r in results.values()])
-    unrecorded = [name for name, r in results.items() if r["reused"] and "peak_rss_mib" not in r]
-    report = write_report(out, results, args.preset, total, peak, unrecorded)
+    report = write_report(out, results, args.preset, total, peak_rss_mib())
     print(f"\nreport: {report}\ncheckpoint: {out / 'checkpoint'}\nquery it:\n  {query_command(out)}")
     return 0
 

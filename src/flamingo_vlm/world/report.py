@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,15 +100,14 @@ def _by_kind(ours: dict[str, Any], blind: dict[str, Any], all_shots: list[str]) 
             "|---|---|" + "---|" * len(all_shots) + "---|", *rows]  # fmt: skip
 
 
-def write_report(
-    out: Path, results: dict[str, Any], preset_name: str, total_seconds: float, peak_rss_mib: float,
-    peak_unrecorded: Sequence[str] = (),
-) -> Path:
+def write_report(out: Path, results: dict[str, Any], preset_name: str, total_seconds: float, process_peak_mib: float) -> Path:
     """Write ``report.md`` and its plots under ``out``.
 
-    ``peak_unrecorded`` names reused stages that kept no memory peak (recorded before stages did), so
-    ``peak_rss_mib`` is then only a lower bound and the report says so.
+    The memory peak is the larger of this process's and those recorded by reused stages. A reused stage
+    recorded before stages kept their peak is named, and the peak given as a lower bound, not a wrong figure.
     """
+    peak = max([process_peak_mib] + [r.get("peak_rss_mib", 0.0) for r in results.values()])
+    unrecorded = [name for name, r in results.items() if r["reused"] and "peak_rss_mib" not in r]
     ours, blind, chance = results["eval"]["tasks"], results["eval_blind"]["tasks"], results["chance"]["tasks"]
     all_shots = sorted({s for r in ours.values() for s in r["shots"]}, key=int)
     lines = [f"# ShapesWorld demo report (preset `{preset_name}`)", ""]
@@ -117,9 +115,9 @@ def write_report(
     go = lm["text_binding_accuracy"] >= lm["text_binding_chance"] + 0.2
     lines += [
         f"End-to-end wall time **{total_seconds / 60:.1f} min**, peak memory "
-        f"**{'≥ ' if peak_unrecorded else ''}{peak_rss_mib / 1024:.2f} GiB** "
+        f"**{'≥ ' if unrecorded else ''}{peak / 1024:.2f} GiB** "
         "(stages reused from an earlier run count at their original time and memory peak"
-        + (f"; not recorded by {', '.join(peak_unrecorded)}" if peak_unrecorded else "") + ").", "",
+        + (f"; not recorded by {', '.join(unrecorded)}" if unrecorded else "") + ").", "",
         "## Few-shot results", "",
         "Headline metric per task (percent; ROC-AUC ×100; CIDEr ×100). *blind*: the same model and prompts with "
         "every image blanked; *chance*: the most common support answer (open-ended) or a uniform guess "

@@ -4,7 +4,7 @@ The file format is written by :mod:`flamingo_vlm.world.episodes`; an episode bec
 :class:`Example` (the query) carrying its support examples and restricted candidates, and its
 kind (which attribute the episode is about) in ``fields["kind"]``.  The score is broken down by
 kind because one headline number hides where a model fails: a Binding score of 76% was 89% on colour
-episodes and chance on shape ones, which says the vision encoder, not the LM, is the limit.
+episodes and chance on shape ones.
 """
 
 from __future__ import annotations
