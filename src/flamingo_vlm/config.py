@@ -39,6 +39,9 @@ class FlamingoConfig:
     xattn_qk_norm: bool = False  # IDEFICS found q/k LayerNorm stabilises large-scale training
     activation: Activation = "squared_relu"  # FFW activation in resampler and xattn blocks
     media_attention: MediaAttention = "previous"  # paper default: a token sees only its last image
+    # Departures from the paper that make a frozen pretrained LM start to see sooner (docs/results.md):
+    xattn_residual_scale: bool = False  # scale block outputs by the residual stream's typical RMS
+    train_new_tokens: bool = True  # False: fixed <image>/<|endofchunk|> rows; backward stops at the first block
     # Tokens and LM plumbing.
     media_token: str = "<image>"
     eoc_token: str = "<|endofchunk|>"

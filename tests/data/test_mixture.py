@@ -103,6 +103,14 @@ def test_round_robin_alternates(pair_shards, tokenizer):
     assert [list(step) for step in steps] == [["red"], ["blue"]] * 3
 
 
+def test_a_dataset_joins_at_its_start_step(pair_shards, tokenizer):
+    mixture = make_mixture(pair_shards, tokenizer)
+    mixture.components[0].start_step = 3  # red joins at step 3: blue alone before
+    steps = list(itertools.islice(mixture, 5))
+    assert [sorted(step) for step in steps] == [["blue"]] * 3 + [["blue", "red"]] * 2
+    assert mixture.state_dict()["datasets"]["red"]["batches"] == 2
+
+
 def test_same_seed_same_stream_different_seed_different_stream(pair_shards, tokenizer):
     run = lambda seed: fingerprint(itertools.islice(make_mixture(pair_shards, tokenizer, seed=seed), 5))
     assert run(3) == run(3)

@@ -37,6 +37,28 @@ def test_no_visual_state_outlives_a_call(lm_dirs, vision_dirs):
     with pytest.raises(ValueError):
         model(ids, pixel_values=torch.randn(1, 2, 1, 3, 32, 32))  # fails inside: scope still cleared
     assert model.language_model._scope is None
-    # The LM alone refuses to run its hooked layers without media rather than silently skipping them.
-    with pytest.raises(RuntimeError, match="outside Flamingo.forward"):
-        model.lm(input_ids=model.tokenizer(["hello"], return_tensors="pt").input_ids)
+
+
+def test_the_wrapped_lm_still_works_alone_and_can_be_shared(lm_dirs, vision_dirs):
+    """The hooks act only inside a Flamingo call: the bare LM is unchanged, two models share one LM."""
+    lm = AutoModelForCausalLM.from_pretrained(lm_dirs["llama"])
+    ids = torch.tensor([[5, 6, 7, 8]])
+    before = lm(input_ids=ids).logits
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(lm_dirs["llama"])
+    first = Flamingo.from_components(lm, vision_dirs["nfnet"], tokenizer=tok, **tiny_flamingo_kwargs())
+    second = Flamingo.from_components(lm, vision_dirs["nfnet"], tokenizer=tok, **tiny_flamingo_kwargs())
+    for model in (first, second):  # open gates, different per model, so each model's blocks matter
+        for block in model.language_model.gated_xattn:
+            torch.nn.init.uniform_(block.attn_gate, 0.3, 0.9)
+            torch.nn.init.uniform_(block.ff_gate, 0.3, 0.9)
+    assert torch.equal(lm(input_ids=ids).logits, before)
+    text = first.tokenizer(["<image>a red square"], return_tensors="pt").input_ids
+    pixels = torch.randn(1, 1, 1, 3, 32, 32)
+    alone = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], **tiny_flamingo_kwargs())
+    alone.load_added_state_dict(first.added_state_dict())
+    out_first, out_second = first(text, pixel_values=pixels).logits, second(text, pixel_values=pixels).logits
+    assert torch.allclose(out_first, alone(text, pixel_values=pixels).logits, atol=1e-6)
+    assert not torch.allclose(out_first, out_second)
+    assert torch.equal(lm(input_ids=ids).logits, before)

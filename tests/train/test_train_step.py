@@ -122,7 +122,9 @@ def test_consecutive_non_finite_steps_abort(make_config, tiny_model, steps):
 
 def test_weight_decay_only_on_gated_block_matrices(make_config, tiny_model):
     trainer = Trainer(tiny_model(), make_config(), [])
-    groups = {g["weight_decay"]: set(g["param_names"]) for g in trainer.optimizer.param_groups}
+    groups = {0.1: set(), 0.0: set()}  # learning-rate groups split further; gather by decay
+    for g in trainer.optimizer.param_groups:
+        groups[g["weight_decay"]] |= set(g["param_names"])
     decayed, plain = groups[0.1], groups[0.0]
     blocks = len(trainer.flamingo.language_model.gated_xattn)
     matrices = ("attn.to_q.weight", "attn.to_kv.weight", "attn.to_out.weight", "ff.1.weight", "ff.3.weight")
@@ -169,3 +171,25 @@ def test_feature_cache_matches_pixels_and_is_reused(make_config, tiny_model, ste
     assert (cached.feature_cache.hits, cached.feature_cache.misses) == (0, n_media)
     cached.compute_gradients(steps[0])  # a second epoch over the same images: all hits
     assert (cached.feature_cache.hits, cached.feature_cache.misses) == (n_media, n_media)
+
+
+def test_lr_multipliers_scale_each_group_and_follow_the_schedule(make_config, tiny_model):
+    config = make_config()
+    config.optim.lr_multipliers = {"gates": 100.0, "resampler": 0.5}
+    trainer = Trainer(tiny_model(), config, [])
+    lrs = {name: g["lr"] for g in trainer.optimizer.param_groups for name in g["param_names"]}
+    base = config.optim.lr * lr_multiplier(0, config.optim, config.max_steps)
+    assert lrs["language_model.gated_xattn.0.attn_gate"] == pytest.approx(100 * base)
+    assert lrs["resampler.latents"] == pytest.approx(0.5 * base)
+    assert lrs["language_model.gated_xattn.0.attn.to_q.weight"] == pytest.approx(base)
+    assert lrs["language_model.new_tokens.input"] == pytest.approx(base)
+    trainer.scheduler.step()
+    gate_group = next(g for g in trainer.optimizer.param_groups if "language_model.gated_xattn.0.ff_gate" in g["param_names"])
+    assert gate_group["lr"] == pytest.approx(100 * config.optim.lr * lr_multiplier(1, config.optim, config.max_steps))
+
+
+def test_unknown_lr_group_is_named():
+    from flamingo_vlm.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="optim.lr_multipliers.gate"):
+        TrainConfig.from_dict({"optim": {"lr_multipliers": {"gate": 100}}})

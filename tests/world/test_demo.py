@@ -7,6 +7,7 @@ from pathlib import Path
 from flamingo_vlm import Flamingo
 from flamingo_vlm.cli import main
 from flamingo_vlm.world.recipe import EVAL_TASKS
+from flamingo_vlm.world.report import HEADLINE, write_report
 
 
 def test_tiny_demo_end_to_end(tmp_path, capsys):
@@ -29,11 +30,23 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     for plot in ("training_loss.png", "few_shot.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stages = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
-    assert set(stages) == {"world", "tokenizer", "vision", "lm", "flamingo", "eval", "eval_blind", "chance"}
+    assert set(stages) == {"world", "tokenizer", "vision", "lm", "flamingo", "eval", "eval_blind", "eval_shuffled",
+                           "chance"}
     assert 0.0 <= stages["lm"]["text_binding_accuracy"] <= 1.0
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in stages["vision"]["probe"].values())
-    for name in ("eval", "eval_blind"):
+    for name, ablation in (("eval", "none"), ("eval_blind", "blank"), ("eval_shuffled", "shuffle")):
         assert set(stages[name]["tasks"]) == set(EVAL_TASKS)
+        assert {r["media_ablation"] for r in stages[name]["tasks"].values()} == {ablation}
+    assert "| blind (same shots) | shuffled (same shots) | chance |" in report
+    assert "*shuffled*: the same prompts with each query's image swapped" in report
+
+    # A run recorded before the shuffled baseline existed still gets a report: its shuffled cells are empty.
+    earlier = {name: {**record, "reused": True} for name, record in stages.items() if name != "eval_shuffled"}
+    old_report = write_report(out, earlier, "tiny", 1.0, 1.0).read_text()
+    for task in EVAL_TASKS:
+        row = next(line for line in old_report.splitlines() if line.startswith(f"| {task} | {HEADLINE[task]} |"))
+        blind_cell, shuffled_cell = row.split("|")[-4:-2]
+        assert shuffled_cell.strip() == "–" and blind_cell.strip() != "–"
     model = Flamingo.from_pretrained(out / "checkpoint")  # self-contained and loadable
     assert model.config.lm == "lm"
 

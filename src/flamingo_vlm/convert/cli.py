@@ -22,6 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="check against this value (inferred from the checkpoint by default)")
     of.add_argument("--full", action="store_true", help="also copy the LM and vision tower into --out")
     of.set_defaults(func=run_openflamingo)
+    gguf = commands.add_parser(
+        "gguf",
+        help="a GGUF LM -> a plain Hugging Face directory (safetensors weights + tokenizer)",
+        description="Dequantize a GGUF causal LM once and save it as an ordinary Hugging Face directory, which "
+        "then loads in a fraction of a second wherever an LM is accepted (--lm, model.lm, from_components).",
+    )
+    gguf.add_argument("source", help="a .gguf file or a packaged name such as smollm2-135m-instruct")
+    gguf.add_argument("--out", required=True, help="output directory")
+    gguf.set_defaults(func=run_gguf)
 
 
 def run_openflamingo(args: argparse.Namespace) -> int:
@@ -32,4 +41,11 @@ def run_openflamingo(args: argparse.Namespace) -> int:
     model.save_pretrained(args.out, full=args.full)
     blocks = model.language_model.xattn_layer_ids
     print(f"converted {args.checkpoint} -> {args.out} ({len(blocks)} cross-attention blocks before layers {blocks})")
+    return 0
+
+
+def run_gguf(args: argparse.Namespace) -> int:
+    from flamingo_vlm.model.causal_lm import convert_gguf
+
+    print(f"converted {args.source} -> {convert_gguf(args.source, args.out)}")
     return 0

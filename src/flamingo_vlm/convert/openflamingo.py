@@ -234,7 +234,7 @@ def _trainable_state(model: Flamingo, ckpt: OpenFlamingoCheckpoint) -> dict[str,
             f"{differing[:5]}): it was trained on another LM"
         )
     output_key = "language_model.new_tokens.output"
-    if output_key in model.trainable_state_dict() and output_key not in state:
+    if output_key in model.added_state_dict() and output_key not in state:
         # OpenFlamingo never trains (nor saves) the output rows of an untied LM: it draws them at random
         # each time it loads. Ours keep their mean-of-vocabulary initialisation.
         logger.warning(
@@ -244,7 +244,7 @@ def _trainable_state(model: Flamingo, ckpt: OpenFlamingoCheckpoint) -> dict[str,
         )
         state[output_key] = new.output.detach().clone()
 
-    expected = model.trainable_state_dict()
+    expected = model.added_state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
         raise ValueError(f"the OpenFlamingo checkpoint lacks weights for {missing}")
@@ -302,7 +302,7 @@ def from_openflamingo(
     block_width = ckpt.blocks[model.language_model.xattn_layer_ids[0]]["attn.to_q.weight"].shape[1]
     if block_width != d_text:
         raise ValueError(f"the LM has width {d_text}; the checkpoint's cross-attention blocks {block_width}")
-    model.load_trainable_state_dict(_trainable_state(model, ckpt))
+    model.load_added_state_dict(_trainable_state(model, ckpt))
     if ckpt.num_vision_keys:
         logger.info("ignored %d vision_encoder.* tensors: the vision tower comes from %r", ckpt.num_vision_keys, vision)
     return model

@@ -37,6 +37,7 @@ class MixtureComponent:
     weight: float  # λ: multiplies this dataset's loss
     batch_size: int
     name: str = ""
+    start_step: int = 0  # the first step that includes this dataset
 
 
 class _WorkerStream(IterableDataset):
@@ -76,7 +77,7 @@ class Mixture:
     """Infinite stream of steps; each step maps dataset name → ``(batch, λ)``.
 
     ``schedule="accumulate"`` (paper) gives every dataset in every step; ``"round_robin"`` gives one
-    dataset per step, in turn.  Shards are split across distributed ranks (from ``torch.distributed``
+    dataset per step, in turn. A dataset with ``start_step`` s joins from step s on (pairs first, say).  Shards are split across distributed ranks (from ``torch.distributed``
     unless given) and DataLoader workers; epochs reshuffle; everything follows from ``seed``.
     Skipped records are counted per dataset in :attr:`skipped` and logged.
 
@@ -101,11 +102,14 @@ class Mixture:
         self.components = [c if isinstance(c, MixtureComponent) else MixtureComponent(*c) for c in components]
         for i, c in enumerate(self.components):
             c.name = c.name or f"{type(c.dataset).__name__}_{i}"
-            if c.weight < 0 or c.batch_size < 1:
-                raise ValueError(f"{c.name}: λ must be >= 0 and batch_size >= 1, got {c.weight}, {c.batch_size}")
+            if c.weight < 0 or c.batch_size < 1 or c.start_step < 0:
+                raise ValueError(f"{c.name}: λ, batch_size and start_step must be >= 0, >= 1 and >= 0, "
+                                 f"got {c.weight}, {c.batch_size}, {c.start_step}")  # fmt: skip
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ValueError(f"dataset names must be unique, got {names}")
+        if min(c.start_step for c in self.components) > 0:
+            raise ValueError("at least one dataset must start at step 0")
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither")
         if rank is None:
@@ -149,10 +153,8 @@ class Mixture:
     def __iter__(self) -> Iterator[dict[str, tuple[Batch, float]]]:
         loaders = {c.name: iter(self._loader(i, c)) for i, c in enumerate(self.components)}
         while True:
-            if self.schedule == "accumulate":
-                due = self.components
-            else:
-                due = [self.components[self.step % len(self.components)]]
+            active = [c for c in self.components if c.start_step <= self.step]
+            due = active if self.schedule == "accumulate" else [active[self.step % len(active)]]
             step = {c.name: (self._account(c.name, next(loaders[c.name])), c.weight) for c in due}
             self.step += 1
             yield step

@@ -25,7 +25,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=3, help="seeded trials per shot count (mean ± std reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rices", action="store_true", help="choose support examples by vision-feature similarity")
-    p.add_argument("--blind", action="store_true", help="baseline: the same prompts with every image blanked")
+    p.add_argument("--media-ablation", choices=("none", "blank", "shuffle"), default="none",
+                   help="baseline with the same prompts: blank every image, or show each query another query's "
+                        "(support images stay)")  # fmt: skip
+    p.add_argument("--blind", dest="media_ablation", action="store_const", const="blank",
+                   help="short for --media-ablation blank")  # fmt: skip
     p.add_argument("--ensembles", type=int, default=1, help="support orderings averaged (close-ended tasks)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-beams", type=int, default=3)
@@ -79,7 +83,7 @@ def _config(args: argparse.Namespace, tasks: list[str]):
         eval_split=args.eval_split,
         support_split=args.support_split,
         cache_dir=args.cache_dir,
-        blind=args.blind,
+        media_ablation=args.media_ablation,
         progress=not args.no_progress,
     )
 

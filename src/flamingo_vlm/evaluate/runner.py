@@ -5,6 +5,11 @@ Open-ended tasks generate with beam search and stop at ``<|endofchunk|>``; close
 their candidates by log-likelihood, optionally averaged over several orderings of the support
 examples (prompt ensembling).  Records that cannot be used are counted per split and reason, and
 reported next to the metrics, so a number is never computed over a silently smaller set.
+
+Two media ablations give baselines for the same prompts: *blank* zeroes every image (what text alone
+can answer, but a blanked image is also an input the model never saw), and *shuffle* shows each query
+another query's image (support examples keep theirs), which tells using the image's content apart from
+reacting to an odd input.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from tqdm.auto import tqdm
@@ -30,6 +35,9 @@ from flamingo_vlm.model.vision import encoder_fingerprint
 from flamingo_vlm.processing import FlamingoProcessor
 
 logger = logging.getLogger(__name__)
+
+MediaAblation = Literal["none", "blank", "shuffle"]
+MEDIA_ABLATIONS: tuple[str, ...] = get_args(MediaAblation)
 
 
 @dataclass
@@ -49,7 +57,7 @@ class EvalConfig:
     support_split: str | None = None
     cache_dir: str = ".cache/flamingo_rices"
     progress: bool = True
-    blind: bool = False  # the same prompts with every image blanked: what text alone can answer
+    media_ablation: MediaAblation = "none"  # "blank": every image zeroed; "shuffle": queries swap images
 
     def __post_init__(self) -> None:
         self.shots = tuple(self.shots)
@@ -57,6 +65,8 @@ class EvalConfig:
             raise ValueError(f"shots must be non-negative integers, got {self.shots}")
         if self.trials < 1 or self.ensembles < 1 or self.batch_size < 1 or self.num_beams < 1:
             raise ValueError("trials, ensembles, batch_size and num_beams must all be >= 1")
+        if self.media_ablation not in MEDIA_ABLATIONS:
+            raise ValueError(f"media_ablation must be one of {MEDIA_ABLATIONS}, got {self.media_ablation!r}")
 
 
 @dataclass
@@ -72,7 +82,10 @@ class _Query:
 
 @dataclass
 class _TaskRun:
-    """The state of one task's evaluation: its data, and the media found undecodable so far."""
+    """The state of one task's evaluation: its data, and the media found undecodable so far.
+
+    ``donors`` maps a query's index to the query whose media it shows (the shuffle ablation only).
+    """
 
     spec: TaskSpec
     template: PromptTemplate
@@ -82,6 +95,7 @@ class _TaskRun:
     rices: Rices | None = None
     broken_support: set[int] = field(default_factory=set)
     broken_queries: set[int] = field(default_factory=set)
+    donors: dict[int, int] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -104,6 +118,8 @@ class Evaluator:
         run = _TaskRun(spec, PromptTemplate(cfg.templates.get(spec.name, spec.template)), eval_split, support, queries)
         if cfg.rices:
             self._init_rices(run)
+        if cfg.media_ablation == "shuffle":
+            self._init_shuffle(run)
 
         shot_results, rows = {}, []
         for shots in cfg.shots:
@@ -112,12 +128,12 @@ class Evaluator:
                 seed = cfg.seed + trial
                 rng = random.Random(f"{spec.name}/{shots}/{seed}")
                 predictions = self._predict(run, shots, rng, desc=f"{spec.name} {shots}-shot #{trial}")
-                kept = [(e, p) for e, p in zip(queries, predictions) if p is not None]
+                kept = [(i, p) for i, p in enumerate(predictions) if p is not None]
                 if not kept:
                     raise ValueError(f"{spec.name}: no eval example could be decoded")
-                examples, preds = zip(*((e, p) for e, (p, _) in kept))
+                examples, preds = zip(*((queries[i], p) for i, (p, _) in kept))
                 trials.append({"seed": seed, "metrics": spec.scorer(examples, preds, eval_split.candidates or [])})
-                rows += [_prediction_row(run, shots, seed, e, p, ids) for e, (p, ids) in kept]
+                rows += [_prediction_row(run, shots, seed, i, p, ids) for i, (p, ids) in kept]
             shot_results[str(shots)] = _summarise(trials)
 
         bad_eval = eval_split.bad + Counter(undecodable_media=len(run.broken_queries))
@@ -129,6 +145,7 @@ class Evaluator:
             "support_split": support_name,
             "template": run.template.template,
             "mode": spec.mode,
+            "media_ablation": cfg.media_ablation,
             "num_eval_records": eval_split.num_records,
             "num_queries": len(queries),
             "num_evaluated": len(queries) - len(run.broken_queries),
@@ -148,6 +165,28 @@ class Evaluator:
         run.broken_support |= failed_support
         run.broken_queries |= failed_queries
 
+    def _init_shuffle(self, run: _TaskRun) -> None:
+        """Fix which query's media each query shows: one derangement for every shot count and trial.
+
+        It is drawn over the queries whose own media decodes (decoded once here to find them), so the
+        shuffled run scores exactly the queries the plain run scores, every one of them shows a real
+        image, and an undecodable query is counted once, as itself, never as someone's donor.
+        """
+        for i, query in enumerate(run.queries):
+            if i in run.broken_queries:
+                continue
+            try:
+                self._load(run, query)
+            except MediaError as err:
+                logger.warning("%s: %s", run.spec.name, err)
+                run.broken_queries.add(i)
+        usable = [i for i in range(len(run.queries)) if i not in run.broken_queries]
+        if len(usable) < 2:
+            raise ValueError(f"{run.spec.name}: media_ablation='shuffle' swaps media between eval queries and "
+                             f"needs at least 2 with decodable media, got {len(usable)} of {len(run.queries)}")
+        order = derangement(len(usable), random.Random(f"{run.spec.name}/shuffle/{self.config.seed}"))
+        run.donors = {usable[i]: usable[j] for i, j in enumerate(order)}
+
     def _load(self, run: _TaskRun, example: Example) -> list[Any]:
         return [load_media(m, run.spec.media, self.processor) for m in example.media]
 
@@ -159,11 +198,13 @@ class Evaluator:
     def _make_query(self, run: _TaskRun, index: int, shots: int, rng: random.Random) -> _Query | None:
         """Prompt(s) for eval example ``index`` with decoded media; None when its own media is undecodable.
 
-        An undecodable support example is excluded for the rest of the run and the choice redone.
+        Under the shuffle ablation the query shows its donor's media, decoded the same way (the donors were
+        checked to decode). An undecodable support example is excluded for the rest of the run and the choice
+        redone.
         """
         query = run.queries[index]
         try:
-            query_media = self._load(run, query)
+            query_media = self._load(run, run.queries[run.donors.get(index, index)])  # another's when shuffled
             if run.spec.episodic:
                 support, text_only = self._episode_support(run, query, shots, rng)
             else:
@@ -223,7 +264,7 @@ class Evaluator:
 
     def _inputs(self, prompts: Sequence[Prompt], media: Sequence[list[Any]]) -> dict[str, torch.Tensor]:
         batch = self.processor([p.text for p in prompts], images=list(media), padding_side="left")
-        if self.config.blind:
+        if self.config.media_ablation == "blank":
             batch["pixel_values"] = torch.zeros_like(batch["pixel_values"])  # the mean colour everywhere
         return {k: v.to(self.device) for k, v in batch.items()}
 
@@ -254,11 +295,25 @@ class Evaluator:
         return out
 
 
+def derangement(n: int, rng: random.Random) -> list[int]:
+    """A uniformly random permutation of ``range(n)`` that moves every index (rejection: about e draws)."""
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 items, got {n}")
+    while True:
+        order = rng.sample(range(n), n)
+        if all(i != j for i, j in enumerate(order)):
+            return order
+
+
 def _prediction_row(
-    run: _TaskRun, shots: int, seed: int, example: Example, pred: Prediction, support_ids: list[str]
+    run: _TaskRun, shots: int, seed: int, index: int, pred: Prediction, support_ids: list[str]
 ) -> dict[str, Any]:
+    """One line of ``predictions.jsonl``; under the shuffle ablation ``media_from`` names whose media was shown."""
+    example = run.queries[index]
     row = {"task": run.spec.name, "shots": shots, "seed": seed, "id": example.id, "prediction": pred.text,
            "references": list(example.references), "support_ids": support_ids}  # fmt: skip
+    if run.donors:
+        row["media_from"] = run.queries[run.donors[index]].id
     candidates = list(example.candidates) or run.eval_split.candidates
     if pred.candidate_logprobs is not None and candidates:
         ranked = sorted(range(len(candidates)), key=lambda i: -pred.candidate_logprobs[i])[:5]

@@ -11,19 +11,22 @@ Token ℓ cross-attends only to image φ(ℓ), the last ``<image>`` at or before
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from flamingo_vlm.config import FlamingoConfig
 from flamingo_vlm.io import save_safetensors
 from flamingo_vlm.model import generation
-from flamingo_vlm.model.language import FlamingoLM, MediaScope
+from flamingo_vlm.model.causal_lm import drop_gguf_quantizer, lm_reference, load_causal_lm, load_tokenizer
+from flamingo_vlm.model.language import FlamingoLM, MediaScope, find_decoder_layers
 from flamingo_vlm.model.media import last_media_index, media_attention_mask
 from flamingo_vlm.model.resampler import PerceiverResampler
 from flamingo_vlm.model.vision import VisionEncoder, load_vision_encoder
@@ -31,11 +34,25 @@ from flamingo_vlm.tokenization import add_flamingo_tokens
 
 CONFIG_NAME = "flamingo_config.json"
 WEIGHTS_NAME = "flamingo.safetensors"
+# The modules Flamingo adds around the frozen LM and vision encoder.
+ADDED_PREFIXES = ("resampler.", "language_model.gated_xattn.", "language_model.new_tokens.")
+# Text for calibrating output scales: the residual stream's typical size is a property of the LM,
+# so a few ordinary sentences of the kinds Flamingo reads (prose, captions, questions) suffice.
+CALIBRATION_TEXTS = (
+    "The quick brown fox jumps over the lazy dog, and the dog does not seem to mind at all.",
+    "Output: a large red circle above a small blue square on a grey background.",
+    "Question: How many people are standing next to the yellow car? Answer: three",
+    "In 1905 Albert Einstein published four papers that changed how physicists think about space and time.",
+    "A photo of a cat sitting on a wooden table next to a cup of coffee.",
+    "Recipe: whisk two eggs with a cup of milk, add flour slowly, and fry thin pancakes in butter.",
+    "The meeting was moved to Thursday because the projector in the main room was broken again.",
+    "Question: What colour is the umbrella the woman is holding? Answer: green",
+)
 
 
 @dataclass
 class FlamingoOutput:
-    logits: torch.Tensor  # (b, T, V)
+    logits: torch.Tensor | None  # (b, T, V); None when forward was asked for the loss alone
     loss: torch.Tensor | None = None
     cache: Any = None  # the LM's self-attention KV cache when use_cache=True
 
@@ -45,17 +62,32 @@ def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (b, T)
 
 
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean next-token NLL; labels are aligned with inputs (shifted here), -100 ignored."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+def lm_loss(
+    head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, labels: torch.Tensor, chunk: int = 1024
+) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL and the number of loss tokens; labels (b, T) aligned with inputs, -100 ignored.
+
+    The vocabulary projection runs only where a label exists, ``chunk`` rows at a time, each chunk
+    recomputed in backward rather than stored: a (b·T, V) logits tensor with a 50k vocabulary is larger
+    than all the activations of a small LM, and most of its rows (padding, prompts) carry no loss.
+    """
+    targets = labels[:, 1:]  # (b, T-1): token t predicts label t+1
+    keep = targets != -100
+    rows, targets = hidden[:, :-1][keep], targets[keep]  # (n, d), (n,)
+
+    def chunk_nll(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(head(h).float(), t, reduction="sum")
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for h, t in zip(rows.split(chunk), targets.split(chunk)):
+        total = total + (checkpoint(chunk_nll, h, t, use_reentrant=False) if torch.is_grad_enabled() else chunk_nll(h, t))
+    return total, int(keep.sum())
 
 
 def _load_lm(spec: str | nn.Module, lm_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
     if isinstance(spec, nn.Module):
-        return spec, getattr(spec, "name_or_path", "") or ""
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(spec, **lm_kwargs), str(spec)
+        return spec, lm_reference(spec)
+    return load_causal_lm(str(spec), lm_kwargs), str(spec)
 
 
 class Flamingo(nn.Module):
@@ -90,8 +122,13 @@ class Flamingo(nn.Module):
             ff_mult=config.xattn_ff_mult,
             activation=config.activation,
             qk_norm=config.xattn_qk_norm,
+            residual_scaled=config.xattn_residual_scale,
             decoder_layers_attr=config.decoder_layers_attr,
         )
+        if not config.train_new_tokens:
+            eos = tokenizer.eos_token_id
+            copy = {} if lm_knows_new_tokens or eos is None else {self.eoc_token_id: eos}
+            self.language_model.new_tokens.freeze(lm.get_input_embeddings(), copy)
         lm_vocab = self.language_model.vocab_size
         if len(tokenizer) > lm_vocab:
             raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the LM only {lm_vocab} output rows")
@@ -110,7 +147,8 @@ class Flamingo(nn.Module):
     ) -> Flamingo:
         """Build a fresh Flamingo (random resampler and blocks, gates at 0) around two frozen parts.
 
-        ``lm``: a hub id, a local directory, or a loaded ``PreTrainedModel``; ``vision``: a directory
+        ``lm``: a hub id, a local directory, a ``.gguf`` file, a packaged name (``"smollm2-135m-instruct"``,
+        see :mod:`flamingo_vlm.model.causal_lm`) or a loaded ``PreTrainedModel``; ``vision``: a directory
         (CLIP, SigLIP or the built-in NFNet), a hub id, ``"timm:<name>"`` or a VisionEncoder module.
         ``config_kwargs`` are :class:`FlamingoConfig` fields (``cross_attn_every``, ``num_latents``...).
         """
@@ -119,11 +157,13 @@ class Flamingo(nn.Module):
         if tokenizer is None:
             if not lm_ref:
                 raise ValueError("the LM was passed as a module without a name_or_path; pass tokenizer= too")
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(lm_ref)
+            tokenizer = load_tokenizer(lm_ref, lm_kwargs)
+        drop_gguf_quantizer(lm_model)  # a user's dequantized GGUF module: saveable like any other
         config = FlamingoConfig(lm=lm_ref, vision=vision_encoder.reference, **config_kwargs)
-        return cls(config, lm_model, vision_encoder, tokenizer)
+        model = cls(config, lm_model, vision_encoder, tokenizer)
+        if config.xattn_residual_scale:
+            model.calibrate_output_scales()
+        return model
 
     @classmethod
     def from_openflamingo(cls, checkpoint, lm: str | nn.Module, vision: str | nn.Module, **kwargs: Any) -> Flamingo:
@@ -139,6 +179,50 @@ class Flamingo(nn.Module):
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def added_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything Flamingo adds to the frozen parts: what a checkpoint holds.
+
+        The trainable weights, plus what is fixed at build time but not derivable from the frozen
+        parts alone: calibrated output scales and (when frozen) the new token rows.
+        """
+        state = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        return {name: t for name, t in state.items() if name.startswith(ADDED_PREFIXES)}
+
+    @torch.no_grad()
+    def calibrate_output_scales(self, texts: Sequence[str] = CALIBRATION_TEXTS) -> list[float]:
+        """Set each gated block's output scale to the median per-token RMS of the LM's residual stream
+        entering its layer, measured on ``texts`` with the bare LM; returns the scales.
+
+        The median, not the mean: pretrained LMs put massive activations on a few tokens (the first
+        one above all), whose RMS can be 20× the typical token's.
+        """
+        blocks = list(self.language_model.gated_xattn)
+        if blocks[0].output_scale is None:
+            raise ValueError("this model was built with xattn_residual_scale=False: it has no output scales")
+        device = next(self.lm.parameters()).device
+        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True, padding_side="right").to(device)
+        layers = find_decoder_layers(self.lm, self.config.decoder_layers_attr)
+        rms: dict[int, torch.Tensor] = {}
+
+        def capture(block_id: int):
+            def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+                hidden = args[0] if args else kwargs["hidden_states"]  # (b, T, d)
+                rms[block_id] = hidden.float().pow(2).mean(-1).sqrt()  # (b, T)
+
+            return hook
+
+        handles = [layers[layer].register_forward_pre_hook(capture(k), with_kwargs=True)
+                   for k, layer in enumerate(self.language_model.xattn_layer_ids)]  # fmt: skip
+        try:
+            self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # gated blocks: inactive
+        finally:
+            for handle in handles:
+                handle.remove()
+        real = batch["attention_mask"].bool()
+        for k, block in enumerate(blocks):
+            block.output_scale.fill_(rms[k][real].median())
+        return [block.output_scale.item() for block in blocks]
 
     def train(self, mode: bool = True) -> Flamingo:
         super().train(mode)
@@ -163,7 +247,7 @@ class Flamingo(nn.Module):
         if missing:
             raise ValueError(f"the {' and '.join(missing)} were built in memory and have no path; use full=True")
         self.tokenizer.save_pretrained(directory)
-        save_safetensors(self.trainable_state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt"})
+        save_safetensors(self.added_state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt"})
         config.save(directory / CONFIG_NAME)
 
     @classmethod
@@ -180,11 +264,12 @@ class Flamingo(nn.Module):
 
         lm, _ = _load_lm(resolve(config.lm), lm_kwargs or {})
         model = cls(config, lm, load_vision_encoder(resolve(config.vision)), AutoTokenizer.from_pretrained(directory))
-        model.load_trainable_state_dict(load_file(directory / WEIGHTS_NAME))
+        model.load_added_state_dict(load_file(directory / WEIGHTS_NAME))
         return model
 
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        expected = self.trainable_state_dict()
+    def load_added_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load what :meth:`added_state_dict` returned (checked: same names, same shapes)."""
+        expected = self.added_state_dict()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or unexpected:
             raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
@@ -290,8 +375,16 @@ class Flamingo(nn.Module):
         media_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        loss_reduction: Literal["mean", "sum"] = "mean",
+        return_logits: bool = True,
     ) -> FlamingoOutput:
-        """input_ids (b, T); pixel_values (b, n_media, t, c, h, w) or vision_features (b, n_media, t, v, d)."""
+        """input_ids (b, T); pixel_values (b, n_media, t, c, h, w) or vision_features (b, n_media, t, v, d).
+
+        ``labels`` (b, T), aligned with the inputs (shifted here), -100 ignored, give ``loss``: the mean
+        NLL per loss token, or its sum (``loss_reduction="sum"``, for callers that normalise over
+        several batches). Training passes ``return_logits=False``: the vocabulary projection then runs
+        only at labelled positions (:func:`lm_loss`), and ``logits`` is None.
+        """
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be (b, T); got shape {tuple(input_ids.shape)}")
         self._check_length(input_ids.shape[1])
@@ -302,8 +395,14 @@ class Flamingo(nn.Module):
         media = self.encode_media(input_ids, pixel_values, vision_features, media_mask)
         phi = last_media_index(input_ids, self.media_token_id)  # (b, T)
         scope = MediaScope(media, media_attention_mask(phi, media.shape[1], self.config.media_attention))
-        logits, _ = self.language_model(input_ids, scope, attention_mask, position_ids)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        hidden, _ = self.language_model.hidden_states(input_ids, scope, attention_mask, position_ids)  # (b, T, d)
+        loss = None
+        if labels is not None:
+            loss, count = lm_loss(self.language_model.logits, hidden, labels)
+            loss = loss if loss_reduction == "sum" else loss / max(count, 1)
+        elif not return_logits:
+            raise ValueError("return_logits=False needs labels: there would be nothing to return")
+        logits = self.language_model.logits(hidden) if return_logits else None  # (b, T, V)
         return FlamingoOutput(logits=logits, loss=loss)
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):

@@ -4,7 +4,8 @@ Any Hugging Face causal LM works if we can find its list of decoder layers. The 
 is never modified: no class swapping, no replaced modules. Each gated block runs from a forward
 pre-hook on its decoder layer, and the visual tokens reach it through a :class:`MediaScope` that
 exists only for the duration of one call (:meth:`FlamingoLM.media_scope`), so no layer keeps
-visual state between calls.
+visual state between calls. Outside such a call the hooks do nothing: the user's LM object still
+works on its own after wrapping, and one frozen LM can be shared by several Flamingo models.
 """
 
 from __future__ import annotations
@@ -96,6 +97,19 @@ class NewTokenEmbeddings(nn.Module):
         self.input = start(base_in.weight)
         self.output = None if self.tied else start(base_out.weight)
 
+    def freeze(self, base: nn.Embedding, copy_rows: dict[int, int]) -> None:
+        """Fix the new rows (no gradient reaches the embeddings, so backward stops at the first block).
+
+        ``copy_rows`` maps a new id to a base id whose row it takes (e.g. ``<|endofchunk|>`` ← EOS: the
+        end of a chunk is, to a text-only LM, the end of a text); the others keep their start.
+        """
+        with torch.no_grad():
+            for new_id, base_id in copy_rows.items():
+                for rows in (self.input, self.output):
+                    if rows is not None:
+                        rows[new_id - self.first_id] = base.weight[base_id].float()
+        self.requires_grad_(False)
+
     def vocab_size(self, base_rows: int) -> int:
         return max(base_rows, self.first_id + self.num_new)
 
@@ -144,6 +158,7 @@ class FlamingoLM(nn.Module):
         ff_mult: int = 4,
         activation: str = "squared_relu",
         qk_norm: bool = False,
+        residual_scaled: bool = False,
         decoder_layers_attr: str | None = None,
     ) -> None:
         super().__init__()
@@ -159,7 +174,7 @@ class FlamingoLM(nn.Module):
         if not self.xattn_layer_ids:
             raise ValueError(f"cross_attn_offset {cross_attn_offset} leaves no block in a {len(layers)}-layer LM")
         self.gated_xattn = nn.ModuleList(
-            GatedCrossAttentionDense(dim, dim_visual, heads, dim_head, ff_mult, activation, qk_norm)
+            GatedCrossAttentionDense(dim, dim_visual, heads, dim_head, ff_mult, activation, qk_norm, residual_scaled)
             for _ in self.xattn_layer_ids
         )
         self.new_tokens = NewTokenEmbeddings(lm, ids[0], len(ids), inherit=lm_knows_new_tokens)
@@ -192,11 +207,8 @@ class FlamingoLM(nn.Module):
     def _pre_hook(self, block_id: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             scope = self._scope
-            if scope is None:
-                raise RuntimeError(
-                    "a Flamingo decoder layer ran outside Flamingo.forward; call the Flamingo model rather "
-                    "than its language model directly"
-                )
+            if scope is None:  # the LM called on its own, or by another Flamingo sharing it
+                return None
             block = self.gated_xattn[block_id]
             if scope.kv_cache is None:
                 media_kv = block.attn.project_media(scope.media)
@@ -210,6 +222,31 @@ class FlamingoLM(nn.Module):
 
         return hook
 
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        scope: MediaScope,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        cache=None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, object]:
+        """input_ids (b, L) → the last decoder layer's normed output (b, L, d), and the KV cache."""
+        embeds = self.new_tokens.embed(self.lm.get_input_embeddings(), input_ids)  # (b, L, d)
+        with self.media_scope(scope):
+            out = self.lm.base_model(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=use_cache,
+                **{self._cache_kwarg: cache},
+            )
+        return out.last_hidden_state, (out[self._cache_kwarg] if use_cache else None)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (..., d) → logits (..., V): the frozen head with the new tokens' columns."""
+        return self.new_tokens.logits(self.lm.get_output_embeddings(), hidden)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -221,17 +258,7 @@ class FlamingoLM(nn.Module):
         logits_slice: slice | None = None,
     ) -> tuple[torch.Tensor, object]:
         """input_ids (b, L) → logits (b, L', V) for positions ``logits_slice`` (all by default), cache."""
-        embeds = self.new_tokens.embed(self.lm.get_input_embeddings(), input_ids)  # (b, L, d)
-        with self.media_scope(scope):
-            out = self.lm.base_model(
-                inputs_embeds=embeds,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=use_cache,
-                **{self._cache_kwarg: cache},
-            )
-        hidden = out.last_hidden_state  # (b, L, d)
+        hidden, cache = self.hidden_states(input_ids, scope, attention_mask, position_ids, cache, use_cache)
         if logits_slice is not None:
             hidden = hidden[:, logits_slice]
-        logits = self.new_tokens.logits(self.lm.get_output_embeddings(), hidden)
-        return logits, (out[self._cache_kwarg] if use_cache else None)
+        return self.logits(hidden), cache

@@ -8,6 +8,8 @@ resampler, the processor and save/load never look inside the encoder.
 - :class:`NFNetEncoder`: a small normaliser-free ResNet (the paper's encoder family: scaled weight
   standardisation, no batch norm), trainable from scratch and saved as a directory.
 - :class:`TimmVisionEncoder`: any timm backbone (e.g. ``timm:nfnet_f0``) when timm is installed.
+- :class:`~flamingo_vlm.model.efficientnet.EfficientNetLiteEncoder`: ImageNet EfficientNet-Lite0/1/2 from
+  installed weights packages (spec ``"efficientnet-lite0"``), a real pretrained encoder offline.
 """
 
 from __future__ import annotations
@@ -243,7 +245,10 @@ _HF_TYPES = {"clip", "clip_vision_model", "siglip", "siglip_vision_model"}
 
 
 def load_vision_encoder(spec: str | nn.Module) -> VisionEncoder:
-    """Resolve a vision spec: an adapter instance, ``timm:NAME``, a directory, or a hub id."""
+    """Resolve a vision spec: an adapter, ``timm:NAME``, ``efficientnet-lite{0,1,2}``, a directory, or a hub id."""
+    # Imported here: the EfficientNet adapter subclasses VisionEncoder, defined above.
+    from flamingo_vlm.model.efficientnet import EFFICIENTNET_MODEL_TYPE, EFFICIENTNET_VARIANTS, EfficientNetLiteEncoder
+
     if isinstance(spec, VisionEncoder):
         return spec
     if isinstance(spec, nn.Module):
@@ -262,6 +267,8 @@ def load_vision_encoder(spec: str | nn.Module) -> VisionEncoder:
     spec = str(spec)
     if spec.startswith("timm:"):
         return TimmVisionEncoder(spec.removeprefix("timm:"))
+    if spec in EFFICIENTNET_VARIANTS:
+        return EfficientNetLiteEncoder.from_package(spec)
     config_path = Path(spec) / "config.json"
     if config_path.is_file():
         model_type = json.loads(config_path.read_text()).get("model_type")
@@ -272,13 +279,17 @@ def load_vision_encoder(spec: str | nn.Module) -> VisionEncoder:
             model_type = AutoConfig.from_pretrained(spec).model_type
         except (OSError, ValueError) as err:
             raise ValueError(
-                f"unknown vision encoder spec {spec!r}: expected a directory with a config.json (CLIP, SigLIP or "
-                f"{NFNET_MODEL_TYPE}), a reachable hub id, 'timm:<name>', or a VisionEncoder module"
+                f"unknown vision encoder spec {spec!r}: expected a directory with a config.json (CLIP, SigLIP, "
+                f"{NFNET_MODEL_TYPE} or {EFFICIENTNET_MODEL_TYPE}), a reachable hub id, 'timm:<name>', "
+                f"{', '.join(map(repr, EFFICIENTNET_VARIANTS))}, or a VisionEncoder module"
             ) from err
     if model_type == NFNET_MODEL_TYPE:
         return NFNetEncoder.from_pretrained(spec)
+    if model_type == EFFICIENTNET_MODEL_TYPE:
+        return EfficientNetLiteEncoder.from_pretrained(spec)
     if model_type in _HF_TYPES:
         return HFVisionTower.from_pretrained(spec, model_type)
     raise ValueError(
-        f"vision encoder {spec!r} has model_type {model_type!r}; supported: clip, siglip, {NFNET_MODEL_TYPE}, timm:<name>"
+        f"vision encoder {spec!r} has model_type {model_type!r}; supported: clip, siglip, {NFNET_MODEL_TYPE}, "
+        f"{EFFICIENTNET_MODEL_TYPE}, timm:<name>"
     )

@@ -61,7 +61,15 @@ class MaskedCrossAttention(nn.Module):
 
 
 class GatedCrossAttentionDense(nn.Module):
-    """y ← y + tanh(α_attn)·xattn(y, media);  y ← y + tanh(α_ff)·ffw(y)."""
+    """y ← y + tanh(α_attn)·s·xattn(y, media);  y ← y + tanh(α_ff)·s·ffw(y).
+
+    ``s`` is 1 in the paper. With ``residual_scaled=True`` it is a fixed per-block constant, the
+    median per-token RMS of the frozen LM's residual stream where the block sits (calibrated once
+    by :meth:`Flamingo.calibrate_output_scales` and saved with the model). The branches read a
+    LayerNorm-ed input and so produce outputs of RMS about 1, while a pretrained LM's residual
+    stream is typically 10–100× larger: unscaled, a fully open gate still moves the stream by a few
+    percent, and the LM never notices the image. Identity at initialisation is untouched (α = 0).
+    """
 
     def __init__(
         self,
@@ -72,17 +80,23 @@ class GatedCrossAttentionDense(nn.Module):
         ff_mult: int = 4,
         activation: Activation = "squared_relu",
         qk_norm: bool = False,
+        residual_scaled: bool = False,
     ) -> None:
         super().__init__()
         self.attn = MaskedCrossAttention(dim, dim_visual, heads, dim_head, qk_norm)
         self.attn_gate = nn.Parameter(torch.tensor(0.0))
         self.ff = FeedForward(dim, ff_mult, activation)
         self.ff_gate = nn.Parameter(torch.tensor(0.0))
+        self.output_scale: torch.Tensor | None
+        self.register_buffer("output_scale", torch.tensor(1.0) if residual_scaled else None)
 
     def forward(self, y: torch.Tensor, media_kv: MediaKV, attend: torch.Tensor) -> torch.Tensor:
         """y: (b, L, d) hidden states of the frozen LM; returns the same shape and dtype."""
         dtype = y.dtype
         y = y.to(self.attn_gate.dtype)
-        y = y + self.attn_gate.tanh() * self.attn(y, media_kv, attend)
-        y = y + self.ff_gate.tanh() * self.ff(y)
+        attn_gate, ff_gate = self.attn_gate.tanh(), self.ff_gate.tanh()
+        if self.output_scale is not None:
+            attn_gate, ff_gate = attn_gate * self.output_scale, ff_gate * self.output_scale
+        y = y + attn_gate * self.attn(y, media_kv, attend)
+        y = y + ff_gate * self.ff(y)
         return y.to(dtype)

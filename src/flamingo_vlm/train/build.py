@@ -1,6 +1,9 @@
-"""From a :class:`TrainConfig` to the objects the trainer needs: the model and the data mixture."""
+"""From a :class:`TrainConfig` to the objects the trainer needs: the model, the data mixture, the probe."""
 
 from __future__ import annotations
+
+import dataclasses
+import logging
 
 import torch
 
@@ -9,6 +12,8 @@ from flamingo_vlm.data.shards import ShardDataset
 from flamingo_vlm.model.flamingo import Flamingo
 from flamingo_vlm.processing import FlamingoProcessor
 from flamingo_vlm.train.config import DatasetConfig, TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 def build_model(config: TrainConfig) -> Flamingo:
@@ -41,8 +46,28 @@ def build_mixture(config: TrainConfig, model: Flamingo) -> Mixture:
         raise ValueError("data.datasets is empty: list at least one dataset (name, type, shards, weight, batch_size)")
     processor = FlamingoProcessor.from_model(model)
     components = [
-        MixtureComponent(build_dataset(spec, processor, config.data.seed), spec.weight, spec.batch_size, spec.name)
+        MixtureComponent(build_dataset(spec, processor, config.data.seed), spec.weight, spec.batch_size, spec.name,
+                         spec.start_step)
         for spec in config.data.datasets
     ]
     return Mixture(components, schedule=config.data.schedule, seed=config.data.seed,
                    num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available())  # fmt: skip
+
+
+def build_probe_batch(config: TrainConfig, model: Flamingo) -> dict[str, torch.Tensor] | None:
+    """One labelled batch for the vision-use probe (``logging.probe_every``), or None when it is off.
+
+    ``data.probe`` names held-out shards. Without it the probe reads the first image-text dataset (else
+    the first dataset) in another order, so its samples may also be trained on; the log says so.
+    """
+    if config.logging.probe_every <= 0 or not config.data.datasets:
+        return None
+    spec = config.data.probe
+    if spec is None:
+        spec = next((d for d in config.data.datasets if d.type == "image_text"), config.data.datasets[0])
+        logger.warning("vision-use probe: no data.probe given, so it reads %r (not held out)", spec.name)
+    spec = dataclasses.replace(spec, start_step=0)
+    processor = FlamingoProcessor.from_model(model)
+    component = MixtureComponent(build_dataset(spec, processor, config.data.seed + 1), 1.0, spec.batch_size, "probe")
+    step = next(iter(Mixture([component], seed=config.data.seed + 1, rank=0, world_size=1)))
+    return step["probe"][0]

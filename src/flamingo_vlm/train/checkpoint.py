@@ -3,7 +3,7 @@
 One checkpoint is a directory ``step-00001000/``:
 
 - ``flamingo_config.json``, ``flamingo.safetensors``, tokenizer files: a normal Flamingo checkpoint
-  (``Flamingo.from_pretrained`` loads it), the trainable weights only;
+  (``Flamingo.from_pretrained`` loads it): what Flamingo adds, not the frozen parts;
 - ``optimizer.safetensors`` (single process and DDP) or ``sharded/`` (FSDP, written by every rank
   with ``torch.distributed.checkpoint``): optimiser state, and under FSDP the weights' shards too;
 - ``trainer_state.json``: step, scheduler, optimiser hyper-parameters, counters, the config;
@@ -40,6 +40,7 @@ from torch import nn
 
 from flamingo_vlm.io import save_safetensors, write_text
 from flamingo_vlm.model.flamingo import CONFIG_NAME, WEIGHTS_NAME
+from flamingo_vlm.train.distributed import full_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -258,14 +259,18 @@ class CheckpointManager:
         return final
 
     def full_trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The complete trainable weights in the plain model's shapes (collective under FSDP; rank 0 gets them)."""
+        """``model.added_state_dict()`` complete and in the plain model's shapes (collective under FSDP)."""
+        added = model.added_state_dict()
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
-            state = get_model_state_dict(model, options=options)
+            state = get_model_state_dict(model, options=options)  # trained weights, on rank 0 only
+            # The fixed added tensors (frozen new rows, output scales): gathered by every rank, in the same order.
+            fixed = {k: full_tensor(t).detach().cpu() for k, t in added.items() if not t.requires_grad}
+            state = {k: v for k, v in {**state, **fixed}.items() if k in added}
         else:
-            state = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+            state = {name: t.detach() for name, t in added.items()}
         return {k: v.reshape(self.export_shapes[k]) if k in self.export_shapes else v for k, v in state.items()}
 
     @staticmethod
@@ -313,7 +318,7 @@ class CheckpointManager:
         else:
             if "optimizer" not in trainer_state:
                 raise CheckpointError(f"{path} is a sharded (FSDP) checkpoint; resume it with strategy: fsdp")
-            model.load_trainable_state_dict(load_file(path / WEIGHTS_NAME))
+            model.load_added_state_dict(load_file(path / WEIGHTS_NAME))
             tensors = load_file(path / OPTIMIZER)
             optimizer.load_state_dict(unflatten_optimizer_state(tensors, trainer_state["optimizer"]))
             for group in optimizer.param_groups:  # JSON turned the tuple into a list

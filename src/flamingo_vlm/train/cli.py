@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from flamingo_vlm.train import distributed
-    from flamingo_vlm.train.build import build_mixture, build_model
+    from flamingo_vlm.train.build import build_mixture, build_model, build_probe_batch
     from flamingo_vlm.train.trainer import Trainer
 
     config = TrainConfig.load(args.config, args.overrides + (["resume=true"] if args.resume else []))
@@ -38,7 +38,7 @@ def run_train(args: argparse.Namespace) -> int:
                         format=f"[rank {env.rank}] %(levelname)s %(name)s: %(message)s")  # fmt: skip
     try:
         model = build_model(config)
-        trainer = Trainer(model, config, build_mixture(config, model), env)
+        trainer = Trainer(model, config, build_mixture(config, model), env, probe=build_probe_batch(config, model))
         summary = trainer.fit()
     finally:
         distributed.teardown()

@@ -22,6 +22,7 @@ DatasetType = Literal["interleaved", "image_text", "video_text"]
 Strategy = Literal["auto", "none", "ddp", "fsdp"]
 Precision = Literal["auto", "bf16", "fp32"]
 LRSchedule = Literal["constant", "cosine"]
+ParamGroup = Literal["gates", "xattn", "resampler", "new_tokens"]
 
 
 @dataclass
@@ -39,11 +40,15 @@ class DatasetConfig:
     num_frames: int = 8  # video only
     fps: float = 1.0  # video only
     shuffle_buffer: int = 64
+    start_step: int = 0  # joins the mixture at this step (e.g. pairs first, web pages later)
 
 
 @dataclass
 class DataConfig:
     datasets: list[DatasetConfig] = field(default_factory=list)
+    # Held-out batch for the vision-use probe (logging.probe_every); by default a batch of the first
+    # image-text dataset drawn with another seed, which is not held out.
+    probe: DatasetConfig | None = None
     schedule: Literal["accumulate", "round_robin"] = "accumulate"
     num_workers: int = 0
     seed: int = 0
@@ -60,6 +65,8 @@ class OptimConfig:
     min_lr_ratio: float = 0.0  # cosine: final lr = lr · min_lr_ratio
     grad_clip: float | None = 1.0  # global norm, once per optimiser step; null disables
     grad_accum: int = 1  # micro-batches per dataset batch
+    # Per-group learning rate = lr × multiplier (1 where absent); e.g. {gates: 100} (docs/results.md).
+    lr_multipliers: dict[ParamGroup, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +78,7 @@ class CheckpointConfig:
 @dataclass
 class LoggingConfig:
     every: int = 1  # steps between metric records
+    probe_every: int = 50  # steps between vision-use probes (NLL gap to shuffled/blank images, gates); 0: off
     progress: bool = True  # tqdm bar on rank 0
     tensorboard: bool = False  # only if tensorboard is installed
     wandb: bool = False  # only if wandb is installed
@@ -100,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
         if self.optim.grad_accum < 1:
             raise ValueError(f"optim.grad_accum must be >= 1, got {self.optim.grad_accum}")
+        if not any(d.start_step == 0 for d in self.data.datasets) and self.data.datasets:
+            raise ValueError("at least one dataset must start at step 0 (data.datasets.*.start_step)")
         for d in self.data.datasets:
             if d.batch_size % self.optim.grad_accum:
                 raise ValueError(
@@ -182,6 +192,11 @@ def _build(tp: Any, value: Any, path: str) -> Any:
         if value not in args:
             raise ValueError(f"{where} must be one of {list(args)}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        key_type, value_type = args or (Any, Any)
+        return {_build(key_type, k, f"{path}.{k}"): _build(value_type, v, f"{path}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where} must be a list, got {value!r}")

@@ -99,6 +99,11 @@ def wrap(model: nn.Module, strategy: str, env: DistributedEnv) -> nn.Module:
     raise ValueError(f"strategy must be 'none', 'ddp' or 'fsdp', got {strategy!r}")
 
 
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full value (collective: every rank must call it); a plain tensor as it is."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (identity without a process group); ``values`` is modified in place."""
     if dist.is_available() and dist.is_initialized():

@@ -18,6 +18,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from flamingo_vlm.train.config import OptimConfig
 
 GATED_BLOCKS_PREFIX = "language_model.gated_xattn."
+GATES = ("attn_gate", "ff_gate")
 
 
 def decays(name: str, param: torch.Tensor) -> bool:
@@ -25,22 +26,44 @@ def decays(name: str, param: torch.Tensor) -> bool:
     return name.startswith(GATED_BLOCKS_PREFIX) and param.ndim >= 2
 
 
-def parameter_groups(named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
-    """Two AdamW groups (decay / no decay) over the trainable parameters, names kept for checkpoints."""
-    groups = {True: {"params": [], "param_names": [], "weight_decay": weight_decay},
-              False: {"params": [], "param_names": [], "weight_decay": 0.0}}  # fmt: skip
+def param_group(name: str) -> str:
+    """Which learning-rate group a trainable parameter belongs to (``OptimConfig.lr_multipliers``).
+
+    The gates are their own group: a gate is one scalar that decides whether a whole block is heard,
+    and at the paper's single learning rate it barely moves in a short run (docs/results.md).
+    """
+    if name.startswith(GATED_BLOCKS_PREFIX):
+        return "gates" if name.endswith(GATES) else "xattn"
+    if name.startswith("resampler."):
+        return "resampler"
+    if name.startswith("language_model.new_tokens."):
+        return "new_tokens"
+    raise ValueError(f"trainable parameter {name!r} belongs to no optimiser group")
+
+
+def parameter_groups(
+    named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float,
+    lr_multipliers: dict[str, float] | None = None,
+) -> list[dict]:  # fmt: skip
+    """AdamW groups by (learning-rate group, decay), names kept for checkpoints; ``lr_scale`` recorded."""
+    multipliers = lr_multipliers or {}
+    groups: dict[tuple[str, bool], dict] = {}
     for name, param in named_params:
-        if param.requires_grad:
-            group = groups[decays(name, param)]
-            group["params"].append(param)
-            group["param_names"].append(name)
-    if not groups[True]["params"] and not groups[False]["params"]:
+        if not param.requires_grad:
+            continue
+        key = (param_group(name), decays(name, param))
+        scale = multipliers.get(key[0], 1.0)
+        group = groups.setdefault(key, {"params": [], "param_names": [], "weight_decay": weight_decay if key[1] else 0.0,
+                                        "lr": lr * scale, "lr_scale": scale})  # fmt: skip
+        group["params"].append(param)
+        group["param_names"].append(name)
+    if not groups:
         raise ValueError("the model has no trainable parameters")
-    return [g for g in groups.values() if g["params"]]
+    return list(groups.values())
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
-    groups = parameter_groups(model.named_parameters(), config.weight_decay)
+    groups = parameter_groups(model.named_parameters(), config.weight_decay, config.lr, config.lr_multipliers)
     # foreach=False: the same kernels whatever the parameter layout (plain, DDP or FSDP DTensors),
     # so single-process and distributed runs stay numerically comparable.
     return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.betas), eps=config.eps, foreach=False)

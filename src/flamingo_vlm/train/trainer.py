@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch.nn.utils import clip_grad_norm_
 from tqdm.auto import tqdm
 
 from flamingo_vlm.io import write_text
 from flamingo_vlm.model.flamingo import Flamingo
+from flamingo_vlm.model.vision_use import VisionUse, measure_vision_use
 from flamingo_vlm.train import distributed
 from flamingo_vlm.train.checkpoint import CheckpointManager
 from flamingo_vlm.train.config import TrainConfig
@@ -75,12 +75,7 @@ class TrainerState:
     samples_seen: int = 0
     train_time: float = 0.0  # seconds spent in steps, across resumes
     last_losses: dict[str, float] = field(default_factory=dict)
-
-
-def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token NLL; logits (b, T, V), labels (b, T) aligned with the inputs, -100 ignored."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
-                           reduction="sum")  # fmt: skip
+    last_vision: dict[str, Any] = field(default_factory=dict)  # the latest vision-use probe
 
 
 def loss_tokens(labels: torch.Tensor) -> int:
@@ -113,8 +108,12 @@ class Trainer:
         config: TrainConfig,
         steps: Iterable[Step],
         env: distributed.DistributedEnv | None = None,
+        probe: Batch | None = None,
     ) -> None:
+        """``probe``: a labelled batch on which every ``logging.probe_every`` steps the log records whether
+        the model uses its images (:func:`~flamingo_vlm.model.vision_use.measure_vision_use`)."""
         self.config = config
+        self.probe = probe
         self.env = env or distributed.setup(config.device)
         self.steps = steps
         self.flamingo = model.to(self.env.device)
@@ -156,10 +155,8 @@ class Trainer:
         batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
         if self.feature_cache is not None and "pixel_values" in batch:
             batch = {k: v.to(self.env.device) for k, v in self.feature_cache.replace_pixels(batch).items()}
-        labels = batch.pop("labels")
         with self._autocast():
-            logits = self.model(**batch).logits  # (b, T, V)
-        return token_nll_sum(logits, labels)
+            return self.model(**batch, loss_reduction="sum", return_logits=False).loss
 
     def compute_gradients(self, step: Step) -> StepResult:
         """Accumulate the step's λ-weighted gradient into ``.grad`` (nothing is zeroed or clipped)."""
@@ -187,12 +184,13 @@ class Trainer:
         """One optimiser step (or a clean skip when the loss or the gradient is not finite)."""
         self.optimizer.zero_grad(set_to_none=True)
         result = self.compute_gradients(step)
-        result.lr = self.optimizer.param_groups[0]["lr"]
+        group = self.optimizer.param_groups[0]
+        result.lr = group["lr"] / group["lr_scale"]  # the base learning rate (before per-group multipliers)
         finite = all(math.isfinite(v) for v in result.losses.values())
         if finite:
             max_norm = self.config.optim.grad_clip if self.config.optim.grad_clip is not None else math.inf
             norm = clip_grad_norm_(self.params, max_norm)  # once, on the fully accumulated gradient
-            result.grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+            result.grad_norm = float(distributed.full_tensor(norm))
             finite = math.isfinite(result.grad_norm)
         if finite:
             self.optimizer.step()
@@ -278,9 +276,13 @@ class Trainer:
                           "time": window["time"] + elapsed}  # fmt: skip
                 if self.state.step % cfg.logging.every == 0 or self.state.step == cfg.max_steps:
                     record = self._record(result, window)
+                    if self._probe_due():
+                        self.state.last_vision = self.measure_vision_use().record()
+                        record.update(self.state.last_vision)
                     metrics.log(self.state.step, record)
-                    bar.set_postfix({k.removeprefix("loss/"): f"{v:.3f}" for k, v in record.items() if k.startswith("loss/")}
-                                    | {"tok/s": f"{record['tokens_per_s']:.0f}"}, refresh=False)  # fmt: skip
+                    shown = {k.split("/")[-1]: f"{v:.3f}" for k, v in record.items()
+                             if k.startswith("loss/") or k == "vision/gap_shuffled"}  # fmt: skip
+                    bar.set_postfix(shown | {"tok/s": f"{record['tokens_per_s']:.0f}"}, refresh=False)
                     window = {"tokens": 0, "samples": 0, "time": 0.0}
                 bar.update(1)
                 if self.state.step % cfg.checkpoint.every == 0 or self.state.step == cfg.max_steps:
@@ -293,6 +295,16 @@ class Trainer:
             write_text(json.dumps(summary, indent=1) + "\n", self.output_dir / "summary.json")
             logger.info("training finished: %s", summary)
         return summary
+
+    def _probe_due(self) -> bool:
+        every, step = self.config.logging.probe_every, self.state.step
+        return self.probe is not None and every > 0 and (step % every == 0 or step in (1, self.config.max_steps))
+
+    def measure_vision_use(self) -> VisionUse:
+        """The probe batch's NLL with its images, shuffled and blanked; gates and update ratios."""
+        batch = {k: v.to(self.env.device) for k, v in self.probe.items()}
+        with self._autocast():
+            return measure_vision_use(self.flamingo, batch)
 
     def _record(self, result: StepResult, window: dict[str, float]) -> dict[str, Any]:
         seconds = max(window["time"], 1e-9)
@@ -320,6 +332,7 @@ class Trainer:
             "optimizer_steps": s.optimizer_steps,
             "skipped_steps": s.skipped_steps,
             "final_losses": s.last_losses,
+            "vision_use": s.last_vision,
             "tokens_seen": s.tokens_seen,
             "train_time_s": round(s.train_time, 3),
             "tokens_per_s": s.tokens_seen / seconds,

@@ -65,9 +65,11 @@ def write_web_shards(
 
 
 def write_pair_shards(
-    directory: Path, seed: int, num_pairs: int, config: RenderConfig, per_shard: int, progress: bool = False
-) -> list[str]:
-    rng = stream(seed, "train", "pairs")
+    directory: Path, seed: int, num_pairs: int, config: RenderConfig, per_shard: int, progress: bool = False,
+    split: str = "train",
+) -> list[str]:  # fmt: skip
+    """Image–caption pairs; ``split="eval"`` draws from the evaluation stream (held-out pairs)."""
+    rng = stream(seed, split, "pairs")
     with _shard_writer(directory, "pairs", per_shard) as writer:
         for i in tqdm(range(num_pairs), desc="image-text pairs", unit="pair", disable=not progress):
             scene = random_scene(rng, config)

@@ -9,6 +9,7 @@ Layout of ``out/``::
     train/videos/videos-*.tar     video–text pairs (``VideoTextDataset``)
     train/text.jsonl              LM pretraining text
     eval/{task}/...               benchmark files (``flamingo eval --data-root out/eval``)
+    eval/pairs/pairs-*.tar        held-out image–text pairs (the trainer's vision-use probe)
 
 Training data come from ``seed``, evaluation sets from ``eval_seed`` (default ``seed + 1``); the
 streams are also namespaced (``train``/``eval``), so no evaluation example replays a training one
@@ -123,6 +124,10 @@ def generate_eval(out: Path, config: WorldConfig, progress: bool = False) -> dic
         split_sizes = config.sizes.split_sizes(task, splits)
         writer(out / "eval" / task, config.evaluation_seed, split_sizes, config.render)
         written[task] = {"path": f"eval/{task}", "splits": split_sizes}
+    sizes = config.sizes
+    pairs = write_pair_shards(out / "eval" / "pairs", config.evaluation_seed, sizes.eval_examples, config.render,
+                              sizes.pairs_per_shard, split="eval")  # fmt: skip
+    written["pairs"] = {"path": "eval/pairs", "shards": [str(Path(p).relative_to(out)) for p in pairs]}
     return written
 
 
