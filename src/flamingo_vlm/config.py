@@ -30,6 +30,7 @@ class FlamingoConfig:
     resampler_ff_mult: int = 4
     max_frames: int = 8  # learned temporal embeddings; longer videos interpolate them
     resampler_time_embeddings: bool = True  # OpenFlamingo adds none: its frames are flattened as they are
+    resampler_latent_std: float = 1.0  # initial scale of the learned latents (small: media dominate; results.md)
     # Gated cross-attention dense blocks.
     cross_attn_every: int = 1  # a block before every n-th frozen decoder layer
     cross_attn_offset: int = 0  # decoder layer of the first block (OpenFlamingo: cross_attn_every - 1)

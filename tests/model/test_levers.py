@@ -12,7 +12,7 @@ from flamingo_vlm.model.flamingo import CALIBRATION_TEXTS
 from flamingo_vlm.model.language import find_decoder_layers
 from tiny import IMAGE_SIZE, tiny_flamingo_kwargs
 
-LEVERS = [dict(xattn_residual_scale=True), dict(train_new_tokens=False),
+LEVERS = [dict(xattn_residual_scale=True), dict(train_new_tokens=False), dict(resampler_latent_std=0.02),
           dict(xattn_residual_scale=True, train_new_tokens=False, cross_attn_offset=1, cross_attn_every=2)]
 
 
@@ -120,3 +120,19 @@ def test_loss_at_labelled_positions_equals_the_full_logits_loss(lm_dirs, vision_
             assert torch.allclose(p.grad, expected[name], rtol=1e-5, atol=1e-7), name
     mean = model(**batch, labels=labels).loss
     assert mean.item() == pytest.approx(reference.item() / int((labels[:, 1:] != -100).sum()), rel=1e-6)
+
+
+def test_small_latents_let_the_images_dominate_the_resampled_tokens(lm_dirs, vision_dirs):
+    """Latents of std 1 drown what the layers add from the media; small ones leave it the larger part."""
+
+    def between_image_share(latent_std: float) -> float:
+        torch.manual_seed(0)
+        model = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], resampler_latent_std=latent_std,
+                                         **tiny_flamingo_kwargs())  # fmt: skip
+        assert model.resampler.latents.std().item() == pytest.approx(latent_std, rel=0.5)
+        with torch.no_grad():
+            features = model.vision(torch.randn(16, 3, IMAGE_SIZE, IMAGE_SIZE))  # (16, v, d)
+            tokens = model.resampler(features[:, None, None]).flatten(1)  # (16, L·d)
+        return (tokens.var(0).mean() / (tokens - tokens.mean()).pow(2).mean()).item()
+
+    assert between_image_share(0.02) > 2 * between_image_share(1.0)

@@ -106,16 +106,13 @@ def test_the_bare_lm_works_after_wrapping(smol_checkpoint):
     assert torch.equal(lm(input_ids=ids).logits, before)
 
 
-def test_convert_gguf_writes_a_plain_hf_directory(smol_checkpoint, tmp_path, capsys):
+def test_export_lm_writes_a_plain_hf_directory(smol_checkpoint, smollm2_dir):
+    """``flamingo convert gguf`` (run by the session fixture) gives the same LM as the user's own GGUF load."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from flamingo_vlm.cli import main
-
-    _gguf_path()
-    assert main(["convert", "gguf", SMOL, "--out", str(tmp_path / "smol")]) == 0
-    converted = AutoModelForCausalLM.from_pretrained(tmp_path / "smol")
+    converted = AutoModelForCausalLM.from_pretrained(smollm2_dir)
     reference = AutoModelForCausalLM.from_pretrained(smol_checkpoint / "lm")
     ids = torch.tensor([[504, 3575, 282, 4649, 314]])
     with torch.no_grad():
         assert torch.equal(converted(input_ids=ids).logits, reference(input_ids=ids).logits)
-    assert AutoTokenizer.from_pretrained(tmp_path / "smol")("The capital").input_ids == [504, 3575]
+    assert AutoTokenizer.from_pretrained(smollm2_dir)("The capital").input_ids == [504, 3575]

@@ -45,7 +45,7 @@ def run_openflamingo(args: argparse.Namespace) -> int:
 
 
 def run_gguf(args: argparse.Namespace) -> int:
-    from flamingo_vlm.model.causal_lm import convert_gguf
+    from flamingo_vlm.model.causal_lm import export_lm
 
-    print(f"converted {args.source} -> {convert_gguf(args.source, args.out)}")
+    print(f"converted {args.source} -> {export_lm(args.source, args.out)}")
     return 0

@@ -126,8 +126,9 @@ def load_tokenizer(spec: str, lm_kwargs: dict[str, Any] | None = None):
     return AutoTokenizer.from_pretrained(path, **{k: v for k, v in kwargs.items() if k == "gguf_file"})
 
 
-def convert_gguf(spec: str, out: str | Path) -> Path:
-    """Write a GGUF (or packaged) LM as a plain Hugging Face directory: safetensors weights + tokenizer."""
+def export_lm(spec: str, out: str | Path) -> Path:
+    """Write any LM spec (a GGUF file, a packaged name, a hub id) as a plain Hugging Face directory:
+    safetensors weights and tokenizer, loadable in a second (``flamingo convert gguf``)."""
     out = Path(out)
     model = load_causal_lm(spec)
     model.save_pretrained(out)

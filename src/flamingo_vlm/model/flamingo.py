@@ -79,8 +79,9 @@ def lm_loss(
         return F.cross_entropy(head(h).float(), t, reduction="sum")
 
     total = hidden.new_zeros((), dtype=torch.float32)
+    recompute = torch.is_grad_enabled()
     for h, t in zip(rows.split(chunk), targets.split(chunk)):
-        total = total + (checkpoint(chunk_nll, h, t, use_reentrant=False) if torch.is_grad_enabled() else chunk_nll(h, t))
+        total = total + (checkpoint(chunk_nll, h, t, use_reentrant=False) if recompute else chunk_nll(h, t))
     return total, int(keep.sum())
 
 
@@ -109,6 +110,7 @@ class Flamingo(nn.Module):
             max_frames=config.max_frames,
             activation=config.activation,
             use_time_embeddings=config.resampler_time_embeddings,
+            latent_std=config.resampler_latent_std,
         )
         self.language_model = FlamingoLM(
             lm,

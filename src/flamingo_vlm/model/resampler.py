@@ -51,9 +51,14 @@ class PerceiverResampler(nn.Module):
         max_frames: int = 8,
         activation: Activation = "squared_relu",
         use_time_embeddings: bool = True,
+        latent_std: float = 1.0,
     ) -> None:
+        """``latent_std``: the learned latents' initial scale. Each layer *adds* what it read from the media
+        to the latents, so latents of std 1 (OpenFlamingo's, lucidrains') drown it: at initialisation only
+        ~1% of the output's variance differs between images, and the gated blocks see every image alike
+        (docs/results.md). Small latents let the media dominate from the first step."""
         super().__init__()
-        self.latents = nn.Parameter(torch.randn(num_latents, dim))
+        self.latents = nn.Parameter(torch.randn(num_latents, dim) * latent_std)
         # Off only to reproduce models trained without them (OpenFlamingo): frames are then unordered.
         time_embeddings = nn.Parameter(torch.randn(max_frames, dim) * 0.02) if use_time_embeddings else None
         self.register_parameter("time_embeddings", time_embeddings)

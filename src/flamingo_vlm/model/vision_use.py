@@ -122,3 +122,21 @@ def measure_vision_use(model: nn.Module, batch: Batch) -> VisionUse:
         ff_gates=[_gate(block.ff_gate) for block in blocks],
         update_ratios=ratios,
     )
+
+
+def mean_vision_use(model: nn.Module, batches: list[Batch]) -> VisionUse:
+    """:func:`measure_vision_use` over several batches, each batch weighted by its loss tokens."""
+    probes = [measure_vision_use(model, batch) for batch in batches]
+    weights = [int((batch["labels"][:, 1:] != -100).sum()) for batch in batches]
+
+    def mean(values: list[float]) -> float:
+        return sum(w * v for w, v in zip(weights, values)) / sum(weights)
+
+    return VisionUse(
+        nll=mean([p.nll for p in probes]),
+        nll_shuffled=mean([p.nll_shuffled for p in probes]),
+        nll_blank=mean([p.nll_blank for p in probes]),
+        attn_gates=probes[0].attn_gates,
+        ff_gates=probes[0].ff_gates,
+        update_ratios=[mean(list(r)) for r in zip(*(p.update_ratios for p in probes))],
+    )

@@ -71,3 +71,22 @@ def build_probe_batch(config: TrainConfig, model: Flamingo) -> dict[str, torch.T
     component = MixtureComponent(build_dataset(spec, processor, config.data.seed + 1), 1.0, spec.batch_size, "probe")
     step = next(iter(Mixture([component], seed=config.data.seed + 1, rank=0, world_size=1)))
     return step["probe"][0]
+
+
+def heldout_batches(spec: DatasetConfig, model: Flamingo, batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """Every usable sample of ``spec``'s shards once (one epoch, one slot), in batches of ``batch_size``.
+
+    For scoring on held-out data: fixed and complete, unlike a training stream. A last batch with fewer
+    than two samples is dropped (the shuffled probe needs two).
+    """
+    from flamingo_vlm.data import collate
+    from flamingo_vlm.data.shards import Slot
+
+    dataset = build_dataset(dataclasses.replace(spec, shuffle_buffer=1), FlamingoProcessor.from_model(model), seed=0)
+    samples = []
+    for sample in dataset.samples(Slot(0, 1, 0, 1), seed=0):
+        if sample["__position__"].epoch > 0:
+            break
+        samples.append({k: v for k, v in sample.items() if not k.startswith("__")})
+    chunks = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
+    return [collate(chunk) for chunk in chunks if len(chunk) >= 2]

