@@ -37,6 +37,7 @@ from flamingo_vlm.train.config import DatasetConfig, apply_override
 PAIRS_FIRST = ["data.datasets.0.start_step={phase}", "data.datasets.2.start_step={phase}", "data.datasets.1.weight=1.0"]
 GATES_LR, RESIDUAL, LATENTS = "optim.lr_multipliers={{gates: 100}}", "model.xattn_residual_scale=true", \
     "model.resampler_latent_std=0.02"
+OPEN_GATES = "model.xattn_gate_init=1.0"
 COMBINED = [GATES_LR, RESIDUAL, *PAIRS_FIRST, LATENTS]
 PAIRS_ONLY = ["data.datasets.0.start_step={steps}", "data.datasets.2.start_step={steps}", "data.datasets.1.weight=1.0"]
 # The levers are compared on every seed; the further candidates (CANDIDATES) on the first seed only.
@@ -58,6 +59,10 @@ VARIANTS: dict[str, list[str]] = {
                                "model.cross_attn_offset=4"],
     "pairs_only_every10": [GATES_LR, RESIDUAL, LATENTS, *PAIRS_ONLY, "model.cross_attn_every=10"],
     "combined_frozen_rows": [*COMBINED, "model.train_new_tokens=false", "model.cross_attn_offset=4"],
+    # open gates with zero-initialised branch outputs instead of closed gates (+ a fast gate lr)
+    "open_gates": [OPEN_GATES],
+    "open_gates_combined": [OPEN_GATES, RESIDUAL, *PAIRS_FIRST, LATENTS],
+    "open_gates_pairs_only": [OPEN_GATES, RESIDUAL, LATENTS, *PAIRS_ONLY],
 }
 CANDIDATES = ("combined_pairs_2of3", "pairs_only_fp32", "pairs_only_every10", "combined_frozen_rows")
 
@@ -121,8 +126,8 @@ def run(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]]) -> str:
     """Markdown: mean over seeds, with the per-seed values in brackets."""
-    rows = ["| variant | held-out NLL | gap vs shuffled | gap vs blank | max tanh(α_attn) | median update/residual | s/step |",
-            "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| variant | held-out NLL | gap vs shuffled | gap vs blank | max tanh(α_attn) | max tanh(α_ff) | median update/residual | s/step |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for variant in VARIANTS:
         runs = [r for r in results if r["variant"] == variant]
         if not runs:
@@ -134,6 +139,7 @@ def table(results: list[dict[str, Any]]) -> str:
 
         rows.append(f"| {variant} | {cell('nll')} | {cell('gap_shuffled')} | {cell('gap_blank')} | "
                     f"{cell('', '{:.3f}', lambda r: max(abs(g) for g in r['attn_gates']))} | "
+                    f"{cell('', '{:.2f}', lambda r: max(abs(g) for g in r['ff_gates']))} | "
                     f"{cell('', '{:.3f}', lambda r: statistics.median(r['update_ratios']))} | "
                     f"{cell('seconds_per_step')} |")  # fmt: skip
     return "\n".join(rows)
@@ -156,7 +162,6 @@ def main() -> None:
     parser.add_argument("--out", default="runs/levers")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     results = []
     for variant in args.variants:
         for seed in args.candidate_seeds if variant in CANDIDATES else args.seeds:

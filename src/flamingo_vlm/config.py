@@ -42,6 +42,7 @@ class FlamingoConfig:
     media_attention: MediaAttention = "previous"  # paper default: a token sees only its last image
     # Departures from the paper that make a frozen pretrained LM start to see sooner (docs/results.md):
     xattn_residual_scale: bool = False  # scale block outputs by the residual stream's typical RMS
+    xattn_gate_init: float = 0.0  # ≠ 0: gates start open, branch output projections at zero (still identity)
     train_new_tokens: bool = True  # False: fixed <image>/<|endofchunk|> rows; backward stops at the first block
     # Tokens and LM plumbing.
     media_token: str = "<image>"

@@ -13,6 +13,7 @@ from flamingo_vlm.model.language import find_decoder_layers
 from tiny import IMAGE_SIZE, tiny_flamingo_kwargs
 
 LEVERS = [dict(xattn_residual_scale=True), dict(train_new_tokens=False), dict(resampler_latent_std=0.02),
+          dict(xattn_gate_init=1.0), dict(xattn_gate_init=1.0, xattn_residual_scale=True),
           dict(xattn_residual_scale=True, train_new_tokens=False, cross_attn_offset=1, cross_attn_every=2)]
 
 
@@ -136,3 +137,16 @@ def test_small_latents_let_the_images_dominate_the_resampled_tokens(lm_dirs, vis
         return (tokens.var(0).mean() / (tokens - tokens.mean()).pow(2).mean()).item()
 
     assert between_image_share(0.02) > 2 * between_image_share(1.0)
+
+
+def test_open_gates_start_with_zero_outputs_that_learn_at_once(lm_dirs, vision_dirs):
+    """xattn_gate_init: gates open, output projections zero; the first backward reaches them."""
+    model = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], xattn_gate_init=1.0,
+                                     **tiny_flamingo_kwargs())  # fmt: skip
+    batch = inputs(model)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model(**batch, labels=labels).loss.backward()
+    for block in model.language_model.gated_xattn:
+        assert block.attn_gate.item() == block.ff_gate.item() == 1.0
+        assert not block.attn.to_out.weight.any() and not block.ff[-1].weight.any()
+        assert block.attn.to_out.weight.grad.abs().sum() > 0 and block.ff[-1].weight.grad.abs().sum() > 0

@@ -125,6 +125,7 @@ class Flamingo(nn.Module):
             activation=config.activation,
             qk_norm=config.xattn_qk_norm,
             residual_scaled=config.xattn_residual_scale,
+            gate_init=config.xattn_gate_init,
             decoder_layers_attr=config.decoder_layers_attr,
         )
         if not config.train_new_tokens:

@@ -159,6 +159,7 @@ class FlamingoLM(nn.Module):
         activation: str = "squared_relu",
         qk_norm: bool = False,
         residual_scaled: bool = False,
+        gate_init: float = 0.0,
         decoder_layers_attr: str | None = None,
     ) -> None:
         super().__init__()
@@ -174,7 +175,9 @@ class FlamingoLM(nn.Module):
         if not self.xattn_layer_ids:
             raise ValueError(f"cross_attn_offset {cross_attn_offset} leaves no block in a {len(layers)}-layer LM")
         self.gated_xattn = nn.ModuleList(
-            GatedCrossAttentionDense(dim, dim_visual, heads, dim_head, ff_mult, activation, qk_norm, residual_scaled)
+            GatedCrossAttentionDense(
+                dim, dim_visual, heads, dim_head, ff_mult, activation, qk_norm, residual_scaled, gate_init
+            )
             for _ in self.xattn_layer_ids
         )
         self.new_tokens = NewTokenEmbeddings(lm, ids[0], len(ids), inherit=lm_knows_new_tokens)

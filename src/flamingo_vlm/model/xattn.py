@@ -1,8 +1,9 @@
 """Gated cross-attention dense blocks (paper §2.2, Fig. 4): how a frozen LM starts to see.
 
 Each block is inserted before a frozen decoder layer. Its outputs are scaled by ``tanh(gate)``
-with the gates initialised at 0, so at initialisation the model *is* the frozen LM and training
-starts from its full language ability instead of from a randomly perturbed one.
+with the gates initialised at 0 (or, as an option, open over zero-initialised output projections), so at
+initialisation the model *is* the frozen LM and training starts from its full language ability instead
+of from a randomly perturbed one.
 """
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ class GatedCrossAttentionDense(nn.Module):
     LayerNorm-ed input and so produce outputs of RMS about 1, while a pretrained LM's residual
     stream is typically 10–100× larger: unscaled, a fully open gate still moves the stream by a few
     percent, and the LM never notices the image. Identity at initialisation is untouched (α = 0).
+
+    ``gate_init`` ≠ 0 starts the gates open (tanh(α) = tanh(gate_init)) and each branch's output
+    projection at zero instead, so the block is still the identity at initialisation. Why: with
+    α = 0 the branch weights get no gradient until the scalar gate has grown, and the gate grows only
+    once the (random) branch output happens to help, a chicken-and-egg start that can take hundreds
+    of steps. A zero output projection gets a full-rank gradient from step 1 (the LoRA/ControlNet
+    "zero-init" start).
     """
 
     def __init__(
@@ -81,12 +89,16 @@ class GatedCrossAttentionDense(nn.Module):
         activation: Activation = "squared_relu",
         qk_norm: bool = False,
         residual_scaled: bool = False,
+        gate_init: float = 0.0,
     ) -> None:
         super().__init__()
         self.attn = MaskedCrossAttention(dim, dim_visual, heads, dim_head, qk_norm)
-        self.attn_gate = nn.Parameter(torch.tensor(0.0))
+        self.attn_gate = nn.Parameter(torch.tensor(float(gate_init)))
         self.ff = FeedForward(dim, ff_mult, activation)
-        self.ff_gate = nn.Parameter(torch.tensor(0.0))
+        self.ff_gate = nn.Parameter(torch.tensor(float(gate_init)))
+        if gate_init != 0.0:
+            nn.init.zeros_(self.attn.to_out.weight)  # (d, h·dh)
+            nn.init.zeros_(self.ff[-1].weight)  # (d, mult·d)
         self.output_scale: torch.Tensor | None
         self.register_buffer("output_scale", torch.tensor(1.0) if residual_scaled else None)
 
