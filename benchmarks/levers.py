@@ -9,8 +9,10 @@ learning rate for everything, paper-style block outputs, every dataset from step
 
     flamingo world generate --out runs/world-quick --preset quick
     flamingo convert gguf smollm2-135m-instruct --out runs/smollm2
-    python benchmarks/levers.py --world runs/world-quick --lm runs/smollm2 --vision efficientnet-lite0 \
-        --steps 150 --seeds 0 1 --out runs/levers [--variants paper gates_lr ...]
+    python -c "from flamingo_vlm.model.efficientnet import EfficientNetLiteEncoder as E; \
+        e = E.from_package('efficientnet-lite0'); e.image_size = 128; e.save_pretrained('runs/efficientnet-lite0-128')"
+    python benchmarks/levers.py --world runs/world-quick --lm runs/smollm2 --vision runs/efficientnet-lite0-128 \
+        --steps 100 --seeds 0 1 --out runs/levers [--variants paper gates_lr ...]
 
 Writes ``OUT/<variant>-s<seed>.json`` per run (reused when present) and prints the comparison table
 (mean over seeds, each seed's values in brackets).
@@ -150,7 +152,7 @@ def main() -> None:
     parser.add_argument("--world", required=True)
     parser.add_argument("--lm", required=True)
     parser.add_argument("--vision", default="efficientnet-lite0")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--lr", type=float, default=1e-3)
