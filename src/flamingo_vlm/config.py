@@ -57,6 +57,8 @@ class FlamingoConfig:
         for name in ("cross_attn_every", "num_latents", "resampler_depth", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.resampler_latent_std > 0:
+            raise ValueError(f"resampler_latent_std must be > 0, got {self.resampler_latent_std}")
         if not 0 <= self.cross_attn_offset < self.cross_attn_every:
             raise ValueError(
                 f"cross_attn_offset must be in [0, cross_attn_every={self.cross_attn_every}), got {self.cross_attn_offset}"

@@ -150,3 +150,10 @@ def test_open_gates_start_with_zero_outputs_that_learn_at_once(lm_dirs, vision_d
         assert block.attn_gate.item() == block.ff_gate.item() == 1.0
         assert not block.attn.to_out.weight.any() and not block.ff[-1].weight.any()
         assert block.attn.to_out.weight.grad.abs().sum() > 0 and block.ff[-1].weight.grad.abs().sum() > 0
+
+
+def test_a_non_positive_latent_scale_is_refused():
+    from flamingo_vlm.config import FlamingoConfig
+
+    with pytest.raises(ValueError, match="resampler_latent_std"):
+        FlamingoConfig(resampler_latent_std=0.0)

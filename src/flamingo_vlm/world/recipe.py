@@ -84,7 +84,6 @@ class RecipePreset:
     pairs_first: int = 0
     video_frames: int = 8
     precision: str = "auto"  # training and evaluation: bf16 autocast or fp32 ("auto": the trainer's default)
-    feature_cache: bool = False  # cache the frozen encoder's features on disk (pays off from the 2nd epoch)
     vision_image_size: int | None = None  # a pretrained encoder's input size, if not its own
     targets: Targets = Targets()
 
@@ -336,7 +335,6 @@ class Recipe:
             "seed": self.seed,
             "device": self.device,
             "precision": p.precision,
-            "feature_cache": str(self.out / "feature_cache") if p.feature_cache else None,
         })  # fmt: skip
         model = build_model(config)
         summary = Trainer(model, config, build_mixture(config, model), probe=build_probe_batch(config, model)).fit()
