@@ -33,7 +33,8 @@ import torch
 from flamingo_vlm.model.vision_use import mean_vision_use
 from flamingo_vlm.train import Trainer, TrainConfig
 from flamingo_vlm.train.build import build_mixture, build_model, heldout_batches
-from flamingo_vlm.train.config import DatasetConfig, apply_override
+from flamingo_vlm.config import apply_override
+from flamingo_vlm.train.config import DatasetConfig
 
 # Each variant: key=value overrides of the base config (see base_config); {phase} is a third of the steps.
 PAIRS_FIRST = ["data.datasets.0.start_step={phase}", "data.datasets.2.start_step={phase}", "data.datasets.1.weight=1.0"]

@@ -1,8 +1,9 @@
 """The ``flamingo`` command.
 
-Each subcommand lives next to the code it drives (``flamingo_vlm.<area>.cli``) and exposes
-``register(subparsers)``; this file only lists them, so a subcommand can be read in one place.
-Modules are imported lazily so that ``flamingo --help`` works without the optional extras.
+Each subcommand lives next to the code it drives — a recipe (``flamingo_vlm.recipes.*``) or a component's
+tool (``flamingo_vlm.<area>.cli``) — and exposes ``register(subparsers)``; this file only lists them, so a
+subcommand can be read in one place. ``flamingo run RECIPE CONFIG [--nproc-per-node N]`` runs any recipe;
+``flamingo train``/``eval``/``demo``/``pretrain`` are its familiar spellings.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import importlib
 import sys
 
 SUBCOMMAND_MODULES = (
+    "flamingo_vlm.recipes",  # run, config show
+    "flamingo_vlm.recipes.demo",
+    "flamingo_vlm.recipes.train",
+    "flamingo_vlm.recipes.evaluate",
+    "flamingo_vlm.recipes.pretrain",
     "flamingo_vlm.inference",
-    "flamingo_vlm.pretrain.cli",
     "flamingo_vlm.data.cli",
-    "flamingo_vlm.evaluate.cli",
     "flamingo_vlm.convert.cli",
     "flamingo_vlm.world.cli",
-    "flamingo_vlm.world.demo",
-    "flamingo_vlm.train.cli",
 )
 
 

@@ -153,7 +153,7 @@ def test_derangement_moves_everything_and_is_seeded() -> None:
                                                  (["--media-ablation", "shuffle"], "shuffle")])  # fmt: skip
 def test_cli_media_ablation(flags, expected) -> None:
     from flamingo_vlm.cli import build_parser
-    from flamingo_vlm.evaluate.cli import _config
+    from flamingo_vlm.recipes.evaluate import config_from_args
 
     args = build_parser().parse_args(["eval", "--model", "m", "--task", "vqav2", "--data-root", "d", *flags])
-    assert _config(args, ["vqav2"]).media_ablation == expected
+    assert config_from_args(args).eval.media_ablation == expected

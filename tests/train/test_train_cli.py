@@ -6,7 +6,7 @@ import pytest
 from flamingo_vlm.cli import main
 from flamingo_vlm.train.config import TrainConfig
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
 
 def test_flamingo_train_on_real_shards_then_resume(lm_dirs, vision_dirs, train_shards, tmp_path, capsys):
@@ -55,3 +55,24 @@ def test_overrides_and_type_checks(tmp_path):
     with pytest.raises(ValueError, match="no item '9'"):
         TrainConfig.load(CONFIGS / "flamingo-paper.yaml", ["data.datasets.9.weight=1"])
     assert TrainConfig.from_dict(config.to_dict()) == config  # round trip
+
+
+def test_flamingo_run_launches_train_on_two_processes(lm_dirs, vision_dirs, train_shards, tmp_path):
+    """``flamingo run train CONFIG --nproc-per-node 2`` goes through torchrun's launcher: both ranks train
+    together (DDP on gloo) and rank 0 writes the run's metrics and its checkpoint."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "flamingo_vlm", "run", "train", str(CONFIGS / "tiny-cpu.yaml"),
+               f"model.lm={lm_dirs['llama']}", f"model.vision={vision_dirs['nfnet']}",
+               f"data.datasets.0.shards={json.dumps(train_shards['web'])}",
+               f"data.datasets.1.shards={json.dumps(train_shards['pairs'])}", f"output_dir={out}", "max_steps=2",
+               "--nproc-per-node", "2"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert json.loads(done.stdout[done.stdout.index("{"):])["steps"] == 2  # one summary: rank 0's
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert (out / "checkpoints" / "step-00000002").is_dir()

@@ -1,15 +1,11 @@
-"""Training configuration: YAML files mapped onto dataclasses, with ``key=value`` overrides.
+"""Training configuration: the sections of ``flamingo train``'s YAML file, as dataclasses.
 
-A typo in a config must not silently fall back to a default (a misspelt ``warmup_step`` would
-train a different model), so unknown keys are errors that name the full dotted key. Overrides use
-the same dotted paths (``optim.lr=3e-4``, ``data.datasets.1.weight=0.5``) and YAML value syntax.
+Loading, ``key=value`` overrides and type checking are :mod:`flamingo_vlm.config`'s, shared by every recipe.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +13,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from flamingo_vlm.config import FlamingoConfig
+from flamingo_vlm.config import FlamingoConfig, build_config, load_config
 
 DatasetType = Literal["interleaved", "image_text", "video_text"]
 Strategy = Literal["auto", "none", "ddp", "fsdp"]
@@ -123,16 +119,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return _build(cls, data, "")
+        return build_config(cls, data)
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a training config must be a YAML mapping, got {type(data).__name__}")
-        for override in overrides or []:
-            apply_override(data, override)
-        return cls.from_dict(data)
+        return load_config(cls, path, overrides)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
@@ -150,87 +141,3 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16()) else "fp32"
-
-
-def apply_override(data: dict[str, Any], override: str) -> None:
-    """``a.b.0.c=value`` → sets data["a"]["b"][0]["c"]; the value is parsed as YAML."""
-    key, sep, raw = override.partition("=")
-    if not sep or not key:
-        raise ValueError(f"override {override!r} must look like key=value (e.g. optim.lr=3e-4)")
-    node: Any = data
-    parts = key.split(".")
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ValueError(f"override {key!r}: {'.'.join(parts[:i]) or 'root'} has no item {part!r}")
-            part = int(part)
-        elif not isinstance(node, dict):
-            raise ValueError(f"override {key!r}: {'.'.join(parts[:i])} is not a mapping")
-        if last:
-            node[part] = yaml.safe_load(raw)
-        else:
-            if isinstance(node, dict) and part not in node:
-                node[part] = {}
-            node = node[part]
-
-
-def _build(tp: Any, value: Any, path: str) -> Any:
-    """Check ``value`` against the type annotation ``tp`` and build nested dataclasses."""
-    where = path or "config"
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a mapping, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name for f in dataclasses.fields(tp) if f.init}
-        unknown = sorted(set(value) - fields)
-        if unknown:
-            names = ", ".join(f"{path + '.' if path else ''}{k}" for k in unknown)
-            raise ValueError(f"unknown config key(s): {names} (known at {where}: {sorted(fields)})")
-        kwargs = {k: _build(hints[k], v, f"{path + '.' if path else ''}{k}") for k, v in value.items()}
-        try:
-            return tp(**kwargs)
-        except TypeError as e:
-            raise ValueError(f"{where}: {e}") from e
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _build(arg, value, path)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(f"{where}: {value!r} matches none of {args} ({'; '.join(errors)})")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{where} must be one of {list(args)}, got {value!r}")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a mapping, got {value!r}")
-        key_type, value_type = args or (Any, Any)
-        return {_build(key_type, k, f"{path}.{k}"): _build(value_type, v, f"{path}.{k}") for k, v in value.items()}
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ValueError(f"{where} must have {len(args)} items, got {value!r}")
-            return tuple(_build(a, v, f"{path}.{i}") for i, (a, v) in enumerate(zip(args, value)))
-        item = args[0] if args else Any
-        built = [_build(item, v, f"{path}.{i}") for i, v in enumerate(value)]
-        return tuple(built) if origin is tuple else built
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
-        return value
-    raise ValueError(f"{where} must be {getattr(tp, '__name__', tp)}, got {value!r}")

