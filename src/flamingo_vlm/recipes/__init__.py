@@ -28,8 +28,8 @@ RECIPES = {
     "demo": "flamingo_vlm.recipes.demo",
 }
 
-# The repository's configs/ (an editable install or a checkout); a wheel ships the same files inside the package.
-CONFIG_DIRS = (Path(__file__).resolve().parents[3] / "configs", Path(__file__).resolve().parents[1] / "configs")
+# The repository's configs/, reached through the package's configs link (a wheel ships the files themselves).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def recipe(name: str) -> ModuleType:
@@ -45,11 +45,10 @@ def find_config(recipe_name: str, name_or_path: str) -> Path:
         if not path.is_file():
             raise ValueError(f"config file {path} does not exist")
         return path
-    for root in CONFIG_DIRS:
-        preset = root / recipe_name / f"{name_or_path}.yaml"
-        if preset.is_file():
-            return preset
-    known = sorted({p.stem for root in CONFIG_DIRS for p in (root / recipe_name).glob("*.yaml")})
+    preset = CONFIG_DIR / recipe_name / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    known = sorted(p.stem for p in (CONFIG_DIR / recipe_name).glob("*.yaml"))
     raise ValueError(f"no {recipe_name} preset {name_or_path!r}; known: {', '.join(known) or 'none'} (or give a path)")
 
 
