@@ -130,8 +130,7 @@ class TrainConfig:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (avx512_bf16 or AMX): ~2.4× fp32's matmul rate on the
-    2-core build machine (docs/results.md)."""
+    """Whether this CPU multiplies bf16 natively (avx512_bf16 or AMX), where bf16 autocast is worth it."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
