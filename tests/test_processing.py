@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
-from flamingo_vlm.processing import FlamingoProcessor
+from flamingo_vlm.processing import FlamingoProcessor, cut_answer, field_labels
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
 
 SIZE, MEAN, STD = 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -255,6 +255,39 @@ def test_batch_decode_returns_only_the_new_text(proc):
     assert proc.batch_decode(sequences, prompt_length=width) == ["a red square.", "three"]
     assert proc.decode(sequences[1], prompt_length=width) == "three"
     assert proc.batch_decode(batch["input_ids"])[0] == "Output:"  # special tokens (<image>, pads) skipped
+
+
+def test_batch_decode_cuts_at_stop_labels(proc):
+    tok = proc.tokenizer
+    prompt = f"{MEDIA_TOKEN}Question: what colour? Answer:"
+    batch = proc([prompt], images=[[noise(0)]])
+    new = tok(" red Question: how many? Answer: 2", add_special_tokens=False)["input_ids"] + [proc.eoc_token_id]
+    sequences = torch.cat([batch["input_ids"], torch.tensor([new])], dim=1)
+    width = batch["input_ids"].shape[1]
+    labels = field_labels(prompt)
+    assert proc.batch_decode(sequences, prompt_length=width, stop_labels=labels) == ["red"]
+    assert proc.decode(sequences[0], prompt_length=width, stop_labels=labels) == "red"
+    assert proc.batch_decode(sequences, prompt_length=width) == ["red Question: how many? Answer: 2"]  # no cut
+
+
+def test_labels_end_a_generated_answer() -> None:
+    vqa = field_labels("<image>Question: {question} Answer: {answer}<|endofchunk|>")
+    assert vqa == ("Question:", "Answer:")
+    assert cut_answer(" red Question: How many shapes are there? Answer: 2", vqa) == "red"
+    assert cut_answer(" bottom left\nQuestion", vqa) == "bottom left"
+    assert cut_answer(" top right", vqa) == "top right"
+    # max_new_tokens ran out between the label and its colon
+    assert cut_answer(" left Question", vqa) == "left"
+    assert cut_answer(" yes Answer ", vqa) == "yes"
+    # a bare label word ends the answer only where the generation ends
+    assert cut_answer(" Questionable Answers", vqa) == "Questionable Answers"
+    assert cut_answer(" the Answer is left", vqa) == "the Answer is left"
+    short = field_labels("<image>Q: {question} A: {answer}<|endofchunk|>")
+    assert cut_answer(" A red circle on the left", short) == "A red circle on the left"
+    assert cut_answer(" a red circle Q: how many?", short) == "a red circle"
+    assert cut_answer(" a red circle Q", short) == "a red circle"
+    assert cut_answer(" A", short) == "A"  # an answer, not a label after one
+    assert cut_answer(" a red circle\nmore", field_labels("<image>{answer}")) == "a red circle"  # no labels
 
 
 def test_tokenize_candidates_match_plain_tokenization(proc):

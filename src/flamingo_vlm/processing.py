@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -335,20 +336,28 @@ class FlamingoProcessor:
         sequences: torch.Tensor | Sequence[Sequence[int]],
         prompt_length: int | None = None,
         skip_special_tokens: bool = True,
+        stop_labels: Sequence[str] | None = None,
+        **decode_kwargs: Any,
     ) -> list[str]:
         """Decode generated rows; with ``prompt_length``, only the new text after the padded prompt.
 
         ``generate`` returns prompt + new tokens, so ``prompt_length`` is ``input_ids.shape[1]``.
         The new text ends at the first ``<|endofchunk|>`` or EOS: what follows is padding of
         finished beams, never part of the answer.  Without ``prompt_length`` whole rows are decoded.
+
+        With ``stop_labels`` (the prompt's field labels, :func:`field_labels`; even none) each text is
+        also cut where the model went on to write the next field or line (:func:`cut_answer`): the
+        answer alone.  ``decode_kwargs`` go to the tokenizer's ``decode``.
         """
-        return [self.decode(row, prompt_length, skip_special_tokens) for row in sequences]
+        return [self.decode(row, prompt_length, skip_special_tokens, stop_labels, **decode_kwargs) for row in sequences]
 
     def decode(
         self,
         sequence: torch.Tensor | Sequence[int],
         prompt_length: int | None = None,
         skip_special_tokens: bool = True,
+        stop_labels: Sequence[str] | None = None,
+        **decode_kwargs: Any,
     ) -> str:
         """One row of :meth:`batch_decode`, stripped of surrounding whitespace."""
         ids = sequence.tolist() if isinstance(sequence, torch.Tensor) else list(sequence)
@@ -357,7 +366,8 @@ class FlamingoProcessor:
             stops = {self.eoc_token_id, self.tokenizer.eos_token_id} - {None}
             end = next((k for k, token in enumerate(ids) if token in stops), len(ids))
             ids = ids[:end]
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens).strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, **decode_kwargs).strip()
+        return text if stop_labels is None else cut_answer(text, stop_labels)
 
     def tokenize_candidates(self, candidates: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         """Token ids of each row's candidate continuations, for ``Flamingo.score``.
@@ -373,6 +383,30 @@ class FlamingoProcessor:
                 raise ValueError(f"row {i}: candidates {empty!r} tokenize to nothing")
             out.append(ids)
         return out
+
+
+def field_labels(text: str) -> tuple[str, ...]:
+    """The field labels of a template or prompt (``"Question:"``, ``"Answer:"``), in order of first use.
+
+    A model trained on pages that ask several questions per image may write the next ``Question:``
+    instead of ``<|endofchunk|>`` after its answer; OpenFlamingo's VQA post-processing cuts there too
+    (``re.split("Question|Answer|Short", ...)``).
+    """
+    return tuple(dict.fromkeys(re.findall(r"[A-Za-z]+:", text)))
+
+
+def cut_answer(generated: str, labels: Sequence[str]) -> str:
+    """A generated continuation up to the first of ``labels`` or line break: the answer alone.
+
+    A label's word that ends the generation after an answer also counts without its colon:
+    ``max_new_tokens`` can run out between the two (``"left Question"``).  Only there, so that an
+    answer merely containing the word (``"A red circle"``, or ``"A"`` alone, under a ``Q: … A:``
+    template) is kept.  Generation should still stop at the whole label only: a beam that stops at
+    the bare word outscores longer, right answers.
+    """
+    ends = [re.escape(label) for label in labels]
+    ends += [rf"(?<=\S)\s+{re.escape(label.rstrip(':'))}\s*$" for label in labels] + ["\n"]
+    return re.split("|".join(ends), generated, maxsplit=1)[0].strip()
 
 
 def _to_pil(image: Frame) -> Image.Image:

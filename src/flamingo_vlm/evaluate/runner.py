@@ -274,8 +274,9 @@ class Evaluator:
         out = self.model.generate(**inputs, max_new_tokens=run.spec.max_new_tokens, num_beams=self.config.num_beams,
                                   eos_token_id=default_stop_ids(self.model),
                                   stop_strings=[*run.template.labels, "\n"])  # fmt: skip
-        texts = self.processor.batch_decode(out, prompt_length=inputs["input_ids"].shape[1])
-        return [Prediction(run.template.cut(text)) for text in texts]
+        texts = self.processor.batch_decode(out, prompt_length=inputs["input_ids"].shape[1],
+                                            stop_labels=run.template.labels)  # fmt: skip
+        return [Prediction(text) for text in texts]
 
     def _rank(self, run: _TaskRun, batch: Sequence[_Query]) -> list[Prediction]:
         """Sum log-likelihood of every candidate, averaged over each query's support orderings."""
