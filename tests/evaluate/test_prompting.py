@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flamingo_vlm.evaluate.prompting import PromptTemplate, build_prompt, sample_support
-from flamingo_vlm.evaluate.rices import FeatureCache, Rices
+from flamingo_vlm.evaluate.rices import Rices, RicesFeatureStore
 from flamingo_vlm.evaluate.tasks.base import CAPTION_TEMPLATE, OPEN_ENDED_TEMPLATE_VQA, Example
 from flamingo_vlm.evaluate.tasks.hateful_memes import HATEFUL_MEMES_TEMPLATE
 
@@ -87,9 +87,9 @@ def test_rices_most_similar_last() -> None:
 
 
 def test_feature_cache_round_trip(tmp_path) -> None:
-    cache = FeatureCache(tmp_path, "abc")
+    cache = RicesFeatureStore(tmp_path, "abc")
     cache["k"] = torch.arange(3.0)
     cache.save()
-    reloaded = FeatureCache(tmp_path, "abc")
+    reloaded = RicesFeatureStore(tmp_path, "abc")
     assert "k" in reloaded and torch.equal(reloaded["k"], torch.arange(3.0))
-    assert "k" not in FeatureCache(tmp_path, "other-encoder")
+    assert "k" not in RicesFeatureStore(tmp_path, "other-encoder")

@@ -66,7 +66,7 @@ def content_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class FeatureCache:
+class RicesFeatureStore:
     """``{content hash: pooled feature (d,)}`` for one encoder, stored as one safetensors file."""
 
     def __init__(self, directory: str | Path, fingerprint: str) -> None:
@@ -97,7 +97,7 @@ def pooled_features(
     vision: torch.nn.Module,
     processor: FlamingoProcessor,
     kind: Literal["image", "video"],
-    cache: FeatureCache,
+    cache: RicesFeatureStore,
     batch_size: int = 64,
 ) -> tuple[torch.Tensor, set[int]]:
     """Mean-pooled (over frames and visual tokens) features ``(n, d)`` of each media file.

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from flamingo_vlm.evaluate.media import MediaError, load_media
 from flamingo_vlm.evaluate.prompting import Prompt, PromptTemplate, build_prompt, sample_support
-from flamingo_vlm.evaluate.rices import FeatureCache, Rices, pooled_features
+from flamingo_vlm.evaluate.rices import Rices, RicesFeatureStore, pooled_features
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, Split, TaskSpec
 from flamingo_vlm.model.generation import default_stop_ids
 from flamingo_vlm.model.vision import encoder_fingerprint
@@ -157,7 +157,7 @@ class Evaluator:
     # ------------------------------------------------------------------ prompting
 
     def _init_rices(self, run: _TaskRun) -> None:
-        cache = FeatureCache(self.config.cache_dir, encoder_fingerprint(self.model.vision))
+        cache = RicesFeatureStore(self.config.cache_dir, encoder_fingerprint(self.model.vision))
         args = (self.model.vision, self.processor, run.spec.media, cache, self.config.batch_size)
         support_features, failed_support = pooled_features([e.media[0] for e in run.support.examples], *args)
         query_features, failed_queries = pooled_features([e.media[0] for e in run.queries], *args)
