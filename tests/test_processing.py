@@ -21,10 +21,6 @@ def proc(tokenizer_dir) -> FlamingoProcessor:
     return FlamingoProcessor(AutoTokenizer.from_pretrained(tokenizer_dir), SIZE, MEAN, STD, max_frames=4)
 
 
-def solid(colour: tuple[int, int, int], size: tuple[int, int] = (20, 20)) -> Image.Image:
-    return Image.new("RGB", size, colour)
-
-
 def noise(seed: int, size: tuple[int, int] = (24, 18)) -> Image.Image:
     rng = np.random.default_rng(seed)
     return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
@@ -95,18 +91,6 @@ def test_max_length_padding_and_overflow(proc):
     assert padded["input_ids"].shape == (1, n + 3) and int(padded["attention_mask"].sum()) == n
     with pytest.raises(ValueError, match=rf"item 1 is {n} tokens long, more than max_length={n - 1}"):
         proc(["Output:", text], images=[[], [noise(0)]], max_length=n - 1)
-
-
-def test_transform_keeps_aspect_and_pads_with_the_mean_colour(proc):
-    wide = proc.transform_image(solid((255, 0, 0), size=(40, 20)))  # 2:1 -> 16 x 8 picture, 4-row bands
-    assert wide.shape == (3, SIZE, SIZE)
-    assert torch.all(wide[:, :4] == 0) and torch.all(wide[:, -4:] == 0)  # mean colour normalises to 0
-    red = (torch.tensor([1.0, 0.0, 0.0]) - torch.tensor(MEAN)) / torch.tensor(STD)
-    assert torch.allclose(wide[:, 4:12], red.view(3, 1, 1).expand(3, 8, SIZE), atol=1e-5)
-
-    tall = proc.transform_image(solid((0, 0, 255), size=(10, 20)))  # 1:2 -> bands left and right
-    assert torch.all(tall[:, :, :4] == 0) and torch.all(tall[:, :, -4:] == 0)
-    assert not torch.any(tall[:, :, 4:12] == 0)
 
 
 def test_arrays_files_and_bytes_match_pil(proc, tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from flamingo_vlm.evaluate.media import MediaError, load_media
+from flamingo_vlm.evaluate.media_loading import MediaError, load_media
 from flamingo_vlm.io import save_safetensors
 from flamingo_vlm.model.vision import encoder_fingerprint
 from flamingo_vlm.processing import FlamingoProcessor

@@ -26,7 +26,7 @@ from typing import Any, Literal, get_args
 import torch
 from tqdm.auto import tqdm
 
-from flamingo_vlm.evaluate.media import MediaError, load_media
+from flamingo_vlm.evaluate.media_loading import MediaError, load_media
 from flamingo_vlm.evaluate.prompting import Prompt, PromptTemplate, build_prompt, sample_support
 from flamingo_vlm.evaluate.rices import Rices, RicesFeatureStore, pooled_features
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, Split, TaskSpec
