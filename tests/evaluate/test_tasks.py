@@ -72,8 +72,9 @@ def test_read_episodes_rejects_malformed_files(tmp_path):
 
 def test_episodes_file_round_trips(tmp_path) -> None:
     support = [("images/s0.png", "dax"), ("images/s1.png", "wug")]
+    bindings = {"dax": "red", "wug": "blue"}
     records = [
-        episode_record("e0", "colour", support, ("images/q0.png", "wug"), ["dax", "wug"], {"dax": "red", "wug": "blue"}),
+        episode_record("e0", "colour", support, ("images/q0.png", "wug"), ["dax", "wug"], bindings),
         episode_record("e1", "shape", support[:1], ("images/q1.png", "dax"), ["dax", "zib"]),
     ]
     path = write_episodes_file(tmp_path, "test", "toy", "<image>Output: {answer}<|endofchunk|>", records)
@@ -82,7 +83,7 @@ def test_episodes_file_round_trips(tmp_path) -> None:
     template, episodes = read_episodes(tmp_path, "test")
     assert template == "<image>Output: {answer}<|endofchunk|>"
     assert [(e.id, e.kind, e.label(), e.bindings) for e in episodes] == [
-        ("e0", "colour", 1, {"dax": "red", "wug": "blue"}), ("e1", "shape", 0, {}),
+        ("e0", "colour", 1, bindings), ("e1", "shape", 0, {}),
     ]
     assert episodes[0].support[1].media == (str(tmp_path / "images/s1.png"),) and episodes[0].support[1].answer == "wug"
 
