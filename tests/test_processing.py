@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
-from flamingo_vlm.processing import FlamingoProcessor
+from flamingo_vlm.processing import FlamingoProcessor, cut_answer, field_labels
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
 
 SIZE, MEAN, STD = 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -19,10 +19,6 @@ SIZE, MEAN, STD = 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 @pytest.fixture
 def proc(tokenizer_dir) -> FlamingoProcessor:
     return FlamingoProcessor(AutoTokenizer.from_pretrained(tokenizer_dir), SIZE, MEAN, STD, max_frames=4)
-
-
-def solid(colour: tuple[int, int, int], size: tuple[int, int] = (20, 20)) -> Image.Image:
-    return Image.new("RGB", size, colour)
 
 
 def noise(seed: int, size: tuple[int, int] = (24, 18)) -> Image.Image:
@@ -95,18 +91,6 @@ def test_max_length_padding_and_overflow(proc):
     assert padded["input_ids"].shape == (1, n + 3) and int(padded["attention_mask"].sum()) == n
     with pytest.raises(ValueError, match=rf"item 1 is {n} tokens long, more than max_length={n - 1}"):
         proc(["Output:", text], images=[[], [noise(0)]], max_length=n - 1)
-
-
-def test_transform_keeps_aspect_and_pads_with_the_mean_colour(proc):
-    wide = proc.transform_image(solid((255, 0, 0), size=(40, 20)))  # 2:1 -> 16 x 8 picture, 4-row bands
-    assert wide.shape == (3, SIZE, SIZE)
-    assert torch.all(wide[:, :4] == 0) and torch.all(wide[:, -4:] == 0)  # mean colour normalises to 0
-    red = (torch.tensor([1.0, 0.0, 0.0]) - torch.tensor(MEAN)) / torch.tensor(STD)
-    assert torch.allclose(wide[:, 4:12], red.view(3, 1, 1).expand(3, 8, SIZE), atol=1e-5)
-
-    tall = proc.transform_image(solid((0, 0, 255), size=(10, 20)))  # 1:2 -> bands left and right
-    assert torch.all(tall[:, :, :4] == 0) and torch.all(tall[:, :, -4:] == 0)
-    assert not torch.any(tall[:, :, 4:12] == 0)
 
 
 def test_arrays_files_and_bytes_match_pil(proc, tmp_path, monkeypatch):
@@ -255,6 +239,39 @@ def test_batch_decode_returns_only_the_new_text(proc):
     assert proc.batch_decode(sequences, prompt_length=width) == ["a red square.", "three"]
     assert proc.decode(sequences[1], prompt_length=width) == "three"
     assert proc.batch_decode(batch["input_ids"])[0] == "Output:"  # special tokens (<image>, pads) skipped
+
+
+def test_batch_decode_cuts_at_stop_labels(proc):
+    tok = proc.tokenizer
+    prompt = f"{MEDIA_TOKEN}Question: what colour? Answer:"
+    batch = proc([prompt], images=[[noise(0)]])
+    new = tok(" red Question: how many? Answer: 2", add_special_tokens=False)["input_ids"] + [proc.eoc_token_id]
+    sequences = torch.cat([batch["input_ids"], torch.tensor([new])], dim=1)
+    width = batch["input_ids"].shape[1]
+    labels = field_labels(prompt)
+    assert proc.batch_decode(sequences, prompt_length=width, stop_labels=labels) == ["red"]
+    assert proc.decode(sequences[0], prompt_length=width, stop_labels=labels) == "red"
+    assert proc.batch_decode(sequences, prompt_length=width) == ["red Question: how many? Answer: 2"]  # no cut
+
+
+def test_labels_end_a_generated_answer() -> None:
+    vqa = field_labels("<image>Question: {question} Answer: {answer}<|endofchunk|>")
+    assert vqa == ("Question:", "Answer:")
+    assert cut_answer(" red Question: How many shapes are there? Answer: 2", vqa) == "red"
+    assert cut_answer(" bottom left\nQuestion", vqa) == "bottom left"
+    assert cut_answer(" top right", vqa) == "top right"
+    # max_new_tokens ran out between the label and its colon
+    assert cut_answer(" left Question", vqa) == "left"
+    assert cut_answer(" yes Answer ", vqa) == "yes"
+    # a bare label word ends the answer only where the generation ends
+    assert cut_answer(" Questionable Answers", vqa) == "Questionable Answers"
+    assert cut_answer(" the Answer is left", vqa) == "the Answer is left"
+    short = field_labels("<image>Q: {question} A: {answer}<|endofchunk|>")
+    assert cut_answer(" A red circle on the left", short) == "A red circle on the left"
+    assert cut_answer(" a red circle Q: how many?", short) == "a red circle"
+    assert cut_answer(" a red circle Q", short) == "a red circle"
+    assert cut_answer(" A", short) == "A"  # an answer, not a label after one
+    assert cut_answer(" a red circle\nmore", field_labels("<image>{answer}")) == "a red circle"  # no labels
 
 
 def test_tokenize_candidates_match_plain_tokenization(proc):

@@ -6,10 +6,9 @@ import argparse
 
 import torch
 
-from flamingo_vlm.evaluate.prompting import cut_answer, field_labels
 from flamingo_vlm.model import Flamingo
 from flamingo_vlm.model.generation import default_stop_ids
-from flamingo_vlm.processing import FlamingoProcessor
+from flamingo_vlm.processing import FlamingoProcessor, field_labels
 
 
 def answer(
@@ -26,7 +25,7 @@ def answer(
     batch = processor([prompt], images=[media]).to(device)
     sequences = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens,
                                eos_token_id=default_stop_ids(model), stop_strings=[*labels, "\n"])  # fmt: skip
-    return cut_answer(processor.batch_decode(sequences, prompt_length=batch["input_ids"].shape[1])[0], labels)
+    return processor.batch_decode(sequences, prompt_length=batch["input_ids"].shape[1], stop_labels=labels)[0]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,12 +22,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 
+from flamingo_vlm.image_processing import FlamingoImageProcessor, Frame
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN, add_flamingo_tokens
 from flamingo_vlm.video import VIDEO_EXTENSIONS, describe_source, read_video_frames, subsample_evenly
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 
-Frame = Image.Image | np.ndarray
 # One image or video: a picture, a list of frames, a (t, h, w, c) array, or an encoded file.
 Media = Frame | Sequence[Frame] | str | os.PathLike | bytes
 # One interleaved sample: text pieces and media in reading order.
@@ -93,8 +94,9 @@ class FlamingoProcessor:
         )
         self.tokenizer = tokenizer
         self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, media_token, eoc_token)
-        self._mean = torch.tensor(self.config.image_mean).view(-1, 1, 1)  # (c, 1, 1)
-        self._std = torch.tensor(self.config.image_std).view(-1, 1, 1)  # (c, 1, 1)
+        self.image_processor = FlamingoImageProcessor(
+            self.config.image_size, self.config.image_mean, self.config.image_std
+        )
 
     # ------------------------------------------------------------------ construction / saving
 
@@ -133,26 +135,8 @@ class FlamingoProcessor:
     # ------------------------------------------------------------------ pixels
 
     def transform_image(self, image: Frame) -> torch.Tensor:
-        """One picture → normalised ``(c, image_size, image_size)`` float32 tensor.
-
-        The image is resized so its longer side is ``image_size`` and padded (centred) to a square
-        with the *mean* colour rather than cropped: nothing in the picture is lost (counting and
-        position questions depend on the edges), and after normalisation the bands are exactly 0,
-        the input the vision encoder's statistics treat as "no signal".
-        """
-        pil = _to_pil(image).convert("RGB" if self.config.num_channels == 3 else "L")
-        size = self.config.image_size
-        w, h = pil.size
-        scale = size / max(w, h)
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-        if (new_w, new_h) != (w, h):
-            pil = pil.resize((new_w, new_h), Image.Resampling.BICUBIC)
-        pixels = torch.from_numpy(np.array(pil, dtype=np.uint8)).float().div_(255)  # (h, w[, c])
-        pixels = pixels.view(new_h, new_w, -1).permute(2, 0, 1)  # (c, h, w)
-        canvas = self._mean.expand(-1, size, size).clone()  # (c, size, size)
-        top, left = (size - new_h) // 2, (size - new_w) // 2
-        canvas[:, top : top + new_h, left : left + new_w] = pixels
-        return (canvas - self._mean) / self._std  # (c, size, size)
+        """One picture → normalised ``(c, image_size, image_size)`` tensor (:class:`FlamingoImageProcessor`)."""
+        return self.image_processor(image)
 
     def load_video(
         self, source: str | os.PathLike | bytes, fps: float | None = None, max_frames: int | None = None
@@ -335,20 +319,28 @@ class FlamingoProcessor:
         sequences: torch.Tensor | Sequence[Sequence[int]],
         prompt_length: int | None = None,
         skip_special_tokens: bool = True,
+        stop_labels: Sequence[str] | None = None,
+        **decode_kwargs: Any,
     ) -> list[str]:
         """Decode generated rows; with ``prompt_length``, only the new text after the padded prompt.
 
         ``generate`` returns prompt + new tokens, so ``prompt_length`` is ``input_ids.shape[1]``.
         The new text ends at the first ``<|endofchunk|>`` or EOS: what follows is padding of
         finished beams, never part of the answer.  Without ``prompt_length`` whole rows are decoded.
+
+        With ``stop_labels`` (the prompt's field labels, :func:`field_labels`; even none) each text is
+        also cut where the model went on to write the next field or line (:func:`cut_answer`): the
+        answer alone.  ``decode_kwargs`` go to the tokenizer's ``decode``.
         """
-        return [self.decode(row, prompt_length, skip_special_tokens) for row in sequences]
+        return [self.decode(row, prompt_length, skip_special_tokens, stop_labels, **decode_kwargs) for row in sequences]
 
     def decode(
         self,
         sequence: torch.Tensor | Sequence[int],
         prompt_length: int | None = None,
         skip_special_tokens: bool = True,
+        stop_labels: Sequence[str] | None = None,
+        **decode_kwargs: Any,
     ) -> str:
         """One row of :meth:`batch_decode`, stripped of surrounding whitespace."""
         ids = sequence.tolist() if isinstance(sequence, torch.Tensor) else list(sequence)
@@ -357,7 +349,8 @@ class FlamingoProcessor:
             stops = {self.eoc_token_id, self.tokenizer.eos_token_id} - {None}
             end = next((k for k, token in enumerate(ids) if token in stops), len(ids))
             ids = ids[:end]
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens).strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens, **decode_kwargs).strip()
+        return text if stop_labels is None else cut_answer(text, stop_labels)
 
     def tokenize_candidates(self, candidates: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         """Token ids of each row's candidate continuations, for ``Flamingo.score``.
@@ -375,26 +368,28 @@ class FlamingoProcessor:
         return out
 
 
-def _to_pil(image: Frame) -> Image.Image:
-    """PIL images pass through; arrays (uint8, or float in [0, 1]) become PIL images.
+def field_labels(text: str) -> tuple[str, ...]:
+    """The field labels of a template or prompt (``"Question:"``, ``"Answer:"``), in order of first use.
 
-    Float arrays are quantised to uint8 so every input goes through the same PIL resampling, and an
-    image given as a file, a PIL image or an array yields the same tensor.
+    A model trained on pages that ask several questions per image may write the next ``Question:``
+    instead of ``<|endofchunk|>`` after its answer; OpenFlamingo's VQA post-processing cuts there too
+    (``re.split("Question|Answer|Short", ...)``).
     """
-    if isinstance(image, Image.Image):
-        return image
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
-    array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
-        raise ValueError(f"an image array must be (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), got {image.shape}")
-    if np.issubdtype(array.dtype, np.floating):
-        if array.size and (array.min() < 0 or array.max() > 1):
-            raise ValueError(f"float image arrays must lie in [0, 1], got [{array.min()}, {array.max()}]")
-        array = (array * 255).round()
-    elif array.dtype != np.uint8:
-        raise ValueError(f"image arrays must be uint8 or float in [0, 1], got {array.dtype}")
-    return Image.fromarray(array.astype(np.uint8))
+    return tuple(dict.fromkeys(re.findall(r"[A-Za-z]+:", text)))
+
+
+def cut_answer(generated: str, labels: Sequence[str]) -> str:
+    """A generated continuation up to the first of ``labels`` or line break: the answer alone.
+
+    A label's word that ends the generation after an answer also counts without its colon:
+    ``max_new_tokens`` can run out between the two (``"left Question"``).  Only there, so that an
+    answer merely containing the word (``"A red circle"``, or ``"A"`` alone, under a ``Q: … A:``
+    template) is kept.  Generation should still stop at the whole label only: a beam that stops at
+    the bare word outscores longer, right answers.
+    """
+    ends = [re.escape(label) for label in labels]
+    ends += [rf"(?<=\S)\s+{re.escape(label.rstrip(':'))}\s*$" for label in labels] + ["\n"]
+    return re.split("|".join(ends), generated, maxsplit=1)[0].strip()
 
 
 def _is_media_path(text: str) -> bool:

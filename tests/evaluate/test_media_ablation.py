@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer
 
-from flamingo_vlm.evaluate.media import load_media
+from flamingo_vlm.evaluate.media_loading import load_media
 from flamingo_vlm.evaluate.runner import EvalConfig, Evaluator, derangement
 from flamingo_vlm.evaluate.tasks import get_task
 from flamingo_vlm.processing import FlamingoProcessor

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flamingo_vlm.evaluate.tasks import TASKS, Example, Prediction, get_task
+from flamingo_vlm.evaluate.tasks.episodic import episode_record, read_episodes, write_episodes_file
 
 
 POOLED = sorted(name for name, spec in TASKS.items() if not spec.episodic)
@@ -59,6 +60,32 @@ def test_episodic_reader_counts_missing_support_images(benchmark_writer) -> None
     Path(first.support[2].media[0]).unlink()
     split = spec.reader(root, "test")
     assert len(split.examples) == 2 and split.bad == {"missing_media": 1}
+
+
+def test_read_episodes_rejects_malformed_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        read_episodes(tmp_path, "test")
+    (tmp_path / "test.json").write_text(json.dumps({"template": "x", "episodes": [{"id": "e"}]}))
+    with pytest.raises(ValueError, match="not a ShapesWorld episodes file"):
+        read_episodes(tmp_path, "test")
+
+
+def test_episodes_file_round_trips(tmp_path) -> None:
+    support = [("images/s0.png", "dax"), ("images/s1.png", "wug")]
+    bindings = {"dax": "red", "wug": "blue"}
+    records = [
+        episode_record("e0", "colour", support, ("images/q0.png", "wug"), ["dax", "wug"], bindings),
+        episode_record("e1", "shape", support[:1], ("images/q1.png", "dax"), ["dax", "zib"]),
+    ]
+    path = write_episodes_file(tmp_path, "test", "toy", "<image>Output: {answer}<|endofchunk|>", records)
+    data = json.loads(path.read_text())
+    assert data["candidates"] == ["dax", "wug", "zib"] and "bindings" not in data["episodes"][1]
+    template, episodes = read_episodes(tmp_path, "test")
+    assert template == "<image>Output: {answer}<|endofchunk|>"
+    assert [(e.id, e.kind, e.label(), e.bindings) for e in episodes] == [
+        ("e0", "colour", 1, bindings), ("e1", "shape", 0, {}),
+    ]
+    assert episodes[0].support[1].media == (str(tmp_path / "images/s1.png"),) and episodes[0].support[1].answer == "wug"
 
 
 def test_vqa_reader_fields(benchmark_writer) -> None:

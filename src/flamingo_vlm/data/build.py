@@ -19,9 +19,9 @@ import webdataset as wds
 from PIL import Image
 from tqdm.auto import tqdm
 
+from flamingo_vlm.data.decoding import decode_image
 from flamingo_vlm.data.document import Document, ImageItem
 from flamingo_vlm.data.html import ImageFilter, parse_html
-from flamingo_vlm.data.media import decode_image
 from flamingo_vlm.data.skips import BadSample, SkipCounts
 
 HTML_EXTENSIONS = (".html", ".htm")

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from flamingo_vlm.data.decoding import decode_image
 from flamingo_vlm.data.document import Document, TextItem
-from flamingo_vlm.data.media import ImageTransform, decode_image
 from flamingo_vlm.data.shards import Record, ShardDataset
 from flamingo_vlm.data.skips import BadSample
 from flamingo_vlm.data.text import IGNORE_INDEX, pad_sample, special_token_ids, tokenize_plain
+from flamingo_vlm.image_processing import ImageTransform
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
 
 

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from flamingo_vlm.data.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, ImageTransform, decode_clip, decode_image, first_present
+from flamingo_vlm.data.decoding import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, decode_clip, decode_image, first_present
 from flamingo_vlm.data.shards import Record, ShardDataset
 from flamingo_vlm.data.skips import BadSample
 from flamingo_vlm.data.text import IGNORE_INDEX, decode_text, pad_sample, special_token_ids, tokenize_plain
+from flamingo_vlm.image_processing import ImageTransform
 
 TEXT_EXTENSIONS = ("txt", "json")
 

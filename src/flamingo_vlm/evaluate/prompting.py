@@ -13,39 +13,15 @@ removed, so the model learns the answer *format* without seeing any image-answer
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from flamingo_vlm.evaluate.tasks.base import Example
+from flamingo_vlm.processing import field_labels
 from flamingo_vlm.tokenization import MEDIA_TOKEN
 
 ANSWER_SLOT = "{answer}"
 ZERO_SHOT_TEXT_EXAMPLES = 2
-
-
-def field_labels(text: str) -> tuple[str, ...]:
-    """The field labels of a template or prompt (``"Question:"``, ``"Answer:"``), in order of first use.
-
-    A model trained on pages that ask several questions per image may write the next ``Question:``
-    instead of ``<|endofchunk|>`` after its answer; OpenFlamingo's VQA post-processing cuts there too
-    (``re.split("Question|Answer|Short", ...)``).
-    """
-    return tuple(dict.fromkeys(re.findall(r"[A-Za-z]+:", text)))
-
-
-def cut_answer(generated: str, labels: Sequence[str]) -> str:
-    """A generated continuation up to the first of ``labels`` or line break: the answer alone.
-
-    A label's word that ends the generation after an answer also counts without its colon:
-    ``max_new_tokens`` can run out between the two (``"left Question"``).  Only there, so that an
-    answer merely containing the word (``"A red circle"``, or ``"A"`` alone, under a ``Q: … A:``
-    template) is kept.  Generation should still stop at the whole label only: a beam that stops at
-    the bare word outscores longer, right answers.
-    """
-    ends = [re.escape(label) for label in labels]
-    ends += [rf"(?<=\S)\s+{re.escape(label.rstrip(':'))}\s*$" for label in labels] + ["\n"]
-    return re.split("|".join(ends), generated, maxsplit=1)[0].strip()
 
 
 @dataclass(frozen=True)
@@ -77,12 +53,8 @@ class PromptTemplate:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """The template's field labels: where a generated answer ends (:func:`field_labels`)."""
+        """The template's field labels: where a generated answer ends (``batch_decode(stop_labels=...)``)."""
         return field_labels(self.template)
-
-    def cut(self, generated: str) -> str:
-        """The answer alone in a generated continuation (:func:`cut_answer` at this template's labels)."""
-        return cut_answer(generated, self.labels)
 
     def continuation(self, answer: str, example: Example) -> str:
         """What follows :meth:`query` when the answer is ``answer``: a candidate of close-ended tasks."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from flamingo_vlm.evaluate.media import MediaError, load_media
+from flamingo_vlm.evaluate.media_loading import MediaError, load_media
 from flamingo_vlm.io import save_safetensors
 from flamingo_vlm.model.vision import encoder_fingerprint
 from flamingo_vlm.processing import FlamingoProcessor
@@ -66,7 +66,7 @@ def content_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class FeatureCache:
+class RicesFeatureStore:
     """``{content hash: pooled feature (d,)}`` for one encoder, stored as one safetensors file."""
 
     def __init__(self, directory: str | Path, fingerprint: str) -> None:
@@ -97,7 +97,7 @@ def pooled_features(
     vision: torch.nn.Module,
     processor: FlamingoProcessor,
     kind: Literal["image", "video"],
-    cache: FeatureCache,
+    cache: RicesFeatureStore,
     batch_size: int = 64,
 ) -> tuple[torch.Tensor, set[int]]:
     """Mean-pooled (over frames and visual tokens) features ``(n, d)`` of each media file.

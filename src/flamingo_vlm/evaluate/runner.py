@@ -26,9 +26,9 @@ from typing import Any, Literal, get_args
 import torch
 from tqdm.auto import tqdm
 
-from flamingo_vlm.evaluate.media import MediaError, load_media
+from flamingo_vlm.evaluate.media_loading import MediaError, load_media
 from flamingo_vlm.evaluate.prompting import Prompt, PromptTemplate, build_prompt, sample_support
-from flamingo_vlm.evaluate.rices import FeatureCache, Rices, pooled_features
+from flamingo_vlm.evaluate.rices import Rices, RicesFeatureStore, pooled_features
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, Split, TaskSpec
 from flamingo_vlm.model.generation import default_stop_ids
 from flamingo_vlm.model.vision import encoder_fingerprint
@@ -157,7 +157,7 @@ class Evaluator:
     # ------------------------------------------------------------------ prompting
 
     def _init_rices(self, run: _TaskRun) -> None:
-        cache = FeatureCache(self.config.cache_dir, encoder_fingerprint(self.model.vision))
+        cache = RicesFeatureStore(self.config.cache_dir, encoder_fingerprint(self.model.vision))
         args = (self.model.vision, self.processor, run.spec.media, cache, self.config.batch_size)
         support_features, failed_support = pooled_features([e.media[0] for e in run.support.examples], *args)
         query_features, failed_queries = pooled_features([e.media[0] for e in run.queries], *args)
@@ -274,8 +274,9 @@ class Evaluator:
         out = self.model.generate(**inputs, max_new_tokens=run.spec.max_new_tokens, num_beams=self.config.num_beams,
                                   eos_token_id=default_stop_ids(self.model),
                                   stop_strings=[*run.template.labels, "\n"])  # fmt: skip
-        texts = self.processor.batch_decode(out, prompt_length=inputs["input_ids"].shape[1])
-        return [Prediction(run.template.cut(text)) for text in texts]
+        texts = self.processor.batch_decode(out, prompt_length=inputs["input_ids"].shape[1],
+                                            stop_labels=run.template.labels)  # fmt: skip
+        return [Prediction(text) for text in texts]
 
     def _rank(self, run: _TaskRun, batch: Sequence[_Query]) -> list[Prediction]:
         """Sum log-likelihood of every candidate, averaged over each query's support orderings."""

@@ -11,28 +11,18 @@ examples teach differs per query and a shared support pool would mix tasks.
   list is ordered in blocks that hold every word once, so any prefix of ``k * n_way`` examples is
   balanced.  Zero-shot is at chance by construction; scoring is restricted to the episode's words.
 
-File format (``{root}/{split}.json``; images relative to ``root``)::
-
-    {"task": "shapesworld_binding", "template": "<image>Output: {answer}<|endofchunk|>",
-     "candidates": [...],                          # Attribute: every value of every kind
-     "episodes": [{"id": "...", "kind": "colour",
-                   "support": [{"image": "images/000000_s00.png", "answer": "dax"}, ...],
-                   "query": {"image": "images/000000_q.png", "answer": "wug"},
-                   "candidates": ["dax", "wug"],      # what restricted scoring ranks
-                   "bindings": {"dax": "red", "wug": "blue"}}]}   # Binding only
-
-A k-shot prompt is ``support[:k]`` rendered with the template, then the query cut before ``{answer}``.
+The file format, and its reader, belong to the evaluation harness
+(:mod:`flamingo_vlm.evaluate.tasks.episodic`); this module only generates and renders episodes.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from flamingo_vlm.evaluate.tasks.base import CAPTION_TEMPLATE, Example
+from flamingo_vlm.evaluate.tasks.base import CAPTION_TEMPLATE
+from flamingo_vlm.evaluate.tasks.episodic import episode_record, write_episodes_file
 from flamingo_vlm.world.language import invented_words
 from flamingo_vlm.world.scene import ATTRIBUTE_VALUES, RenderConfig, Scene, render_scene, single_shape_scene
 
@@ -84,73 +74,17 @@ def write_episodes(
     (root / "images").mkdir(parents=True, exist_ok=True)
     records = []
     for i, episode in enumerate(episodes):
-        def item(scene: Scene, answer: str, name: str) -> dict[str, str]:
+        def item(scene: Scene, answer: str, name: str) -> tuple[str, str]:
             path = f"images/{split}_{i:06d}_{name}.png"
             render_scene(scene, config).save(root / path)
-            return {"image": path, "answer": answer}
+            return path, answer
 
-        record: dict[str, Any] = {
-            "id": f"{task}-{split}-{i:06d}",
-            "kind": episode.kind,
-            "support": [item(s, a, f"s{j:02d}") for j, (s, a) in enumerate(episode.support)],
-            "query": item(*episode.query, "q"),
-            "candidates": list(episode.candidates),
-        }
-        if episode.bindings:
-            record["bindings"] = episode.bindings
-        records.append(record)
-    candidates = sorted({c for e in episodes for c in e.candidates})
-    data = {"task": task, "template": CAPTION_TEMPLATE, "candidates": candidates, "episodes": records}
-    path = root / f"{split}.json"
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    return path
-
-
-@dataclass(frozen=True)
-class Episode:
-    """One episode as the evaluation harness uses it: a query with its own support examples."""
-
-    id: str
-    kind: str
-    query: Example
-    support: tuple[Example, ...]
-    candidates: tuple[str, ...]
-    bindings: dict[str, str] = field(default_factory=dict)
-
-    def label(self) -> int:
-        """Index of the query's answer among the candidates (restricted scoring)."""
-        return self.candidates.index(self.query.answer)
-
-
-def _example(item: dict, root: Path, id: str) -> Example:
-    answer = str(item["answer"]).strip()
-    if not answer:
-        raise ValueError(f"{id}: empty answer")
-    return Example(id=id, media=(str(root / item["image"]),), answer=answer, references=(answer,))
-
-
-def read_episodes(root: str | Path, split: str = "test") -> tuple[str, list[Episode]]:
-    """The template and episodes of ``{root}/{split}.json``; a malformed file raises ``ValueError``."""
-    root = Path(root)
-    path = root / f"{split}.json"
-    if not path.is_file():
-        raise ValueError(f"expected the episodes file {path}, which does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        episodes = []
-        for record in data["episodes"]:
-            support = tuple(_example(s, root, f"{record['id']}/s{j}") for j, s in enumerate(record["support"]))
-            episode = Episode(
-                id=str(record["id"]),
-                kind=str(record["kind"]),
-                query=_example(record["query"], root, str(record["id"])),
-                support=support,
-                candidates=tuple(record["candidates"]),
-                bindings=dict(record.get("bindings", {})),
-            )
-            if episode.query.answer not in episode.candidates:
-                raise ValueError(f"{episode.id}: answer {episode.query.answer!r} is not among its candidates")
-            episodes.append(episode)
-        return str(data["template"]), episodes
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not a ShapesWorld episodes file: {err!r}") from err
+        records.append(episode_record(
+            id=f"{task}-{split}-{i:06d}",
+            kind=episode.kind,
+            support=[item(s, a, f"s{j:02d}") for j, (s, a) in enumerate(episode.support)],
+            query=item(*episode.query, "q"),
+            candidates=episode.candidates,
+            bindings=episode.bindings,
+        ))
+    return write_episodes_file(root, split, task, CAPTION_TEMPLATE, records)

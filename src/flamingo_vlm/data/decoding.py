@@ -10,15 +10,11 @@ from __future__ import annotations
 import io
 import random
 import warnings
-from collections.abc import Callable
 
-import torch
 from PIL import Image
 
 from flamingo_vlm.data.skips import BadSample
 from flamingo_vlm.video import read_video_frames
-
-ImageTransform = Callable[[Image.Image], torch.Tensor]  # PIL → (c, h, w)
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 VIDEO_EXTENSIONS = ("mp4", "webm")

@@ -1,0 +1,49 @@
+"""FlamingoImageProcessor: letterboxing keeps the whole picture, and every input form gives the same pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flamingo_vlm.image_processing import FlamingoImageProcessor
+
+SIZE, MEAN, STD = 16, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+
+
+@pytest.fixture
+def image_processor() -> FlamingoImageProcessor:
+    return FlamingoImageProcessor(SIZE, MEAN, STD)
+
+
+def solid(colour: tuple[int, int, int], size: tuple[int, int] = (20, 20)) -> Image.Image:
+    return Image.new("RGB", size, colour)
+
+
+def test_transform_keeps_aspect_and_pads_with_the_mean_colour(image_processor):
+    wide = image_processor(solid((255, 0, 0), size=(40, 20)))  # 2:1 -> 16 x 8 picture, 4-row bands
+    assert wide.shape == (3, SIZE, SIZE)
+    assert torch.all(wide[:, :4] == 0) and torch.all(wide[:, -4:] == 0)  # mean colour normalises to 0
+    red = (torch.tensor([1.0, 0.0, 0.0]) - torch.tensor(MEAN)) / torch.tensor(STD)
+    assert torch.allclose(wide[:, 4:12], red.view(3, 1, 1).expand(3, 8, SIZE), atol=1e-5)
+
+    tall = image_processor(solid((0, 0, 255), size=(10, 20)))  # 1:2 -> bands left and right
+    assert torch.all(tall[:, :, :4] == 0) and torch.all(tall[:, :, -4:] == 0)
+    assert not torch.any(tall[:, :, 4:12] == 0)
+
+
+def test_arrays_match_pil_and_bad_arrays_are_named(image_processor):
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    expected = image_processor(Image.fromarray(array))
+    assert torch.equal(image_processor(array), expected)
+    assert torch.equal(image_processor(array.astype(np.float64) / 255), expected)
+    grey = FlamingoImageProcessor(SIZE, (0.5,), (0.25,))
+    assert grey(array[..., :1]).shape == (1, SIZE, SIZE)
+    with pytest.raises(ValueError, match=r"an image array must be .* got \(2, 3, 5\)"):
+        image_processor(np.zeros((2, 3, 5), dtype=np.uint8))
+    with pytest.raises(ValueError, match="image arrays must be uint8 or float"):
+        image_processor(np.zeros((4, 4), dtype=np.int32))
+    with pytest.raises(ValueError, match="expected a PIL image or a numpy array, got list"):
+        image_processor([[0, 1], [2, 3]])
