@@ -18,7 +18,7 @@ SUBCOMMAND_MODULES = (
     "flamingo_vlm.recipes.train",
     "flamingo_vlm.recipes.evaluate",
     "flamingo_vlm.recipes.pretrain",
-    "flamingo_vlm.inference",
+    "flamingo_vlm.recipes.generate",
     "flamingo_vlm.data.cli",
     "flamingo_vlm.convert.cli",
     "flamingo_vlm.world.cli",
