@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flamingo_vlm.model.media import last_media_index, media_attention_mask
+from flamingo_vlm.model.masking import last_media_index, media_attention_mask
 from flamingo_vlm.model.xattn import GatedCrossAttentionDense
 
 M = 9

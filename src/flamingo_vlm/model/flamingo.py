@@ -27,7 +27,7 @@ from flamingo_vlm.io import save_safetensors
 from flamingo_vlm.model import generation
 from flamingo_vlm.model.causal_lm import drop_gguf_quantizer, lm_reference, load_causal_lm, load_tokenizer
 from flamingo_vlm.model.language import FlamingoLM, MediaScope, find_decoder_layers
-from flamingo_vlm.model.media import last_media_index, media_attention_mask
+from flamingo_vlm.model.masking import last_media_index, media_attention_mask
 from flamingo_vlm.model.resampler import PerceiverResampler
 from flamingo_vlm.model.vision import VisionEncoder, load_vision_encoder
 from flamingo_vlm.tokenization import add_flamingo_tokens

@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from flamingo_vlm.model.language import MediaScope
-from flamingo_vlm.model.media import last_media_index, media_attention_mask
+from flamingo_vlm.model.masking import last_media_index, media_attention_mask
 
 if TYPE_CHECKING:
     from flamingo_vlm.model.flamingo import Flamingo

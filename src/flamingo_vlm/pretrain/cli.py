@@ -25,7 +25,7 @@ def run_vision(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from flamingo_vlm.data import ImageTextDataset, Mixture, MixtureComponent
-    from flamingo_vlm.model.vision import NFNetConfig, NFNetEncoder
+    from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
     from flamingo_vlm.processing import FlamingoProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)

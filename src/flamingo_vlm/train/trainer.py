@@ -35,7 +35,7 @@ from flamingo_vlm.model.vision_use import VisionUse, measure_vision_use
 from flamingo_vlm.train import distributed
 from flamingo_vlm.train.checkpoint import CheckpointManager
 from flamingo_vlm.train.config import TrainConfig, resolve_precision
-from flamingo_vlm.train.feature_cache import FeatureCache
+from flamingo_vlm.train.vision_feature_cache import VisionFeatureCache
 from flamingo_vlm.train.memory import checkpoint_decoder_layers
 from flamingo_vlm.train.metrics import MetricsLogger
 from flamingo_vlm.train.optim import build_optimizer, build_scheduler
@@ -132,7 +132,7 @@ class Trainer:
         self.params = [p for p in self.flamingo.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.flamingo, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.max_steps)
-        self.feature_cache = FeatureCache(config.feature_cache, self.flamingo.vision) if config.feature_cache else None
+        self.feature_cache = VisionFeatureCache(config.feature_cache, self.flamingo.vision) if config.feature_cache else None
         self.output_dir = Path(config.output_dir)
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.checkpoint.keep_last,
                                              sharded=self.strategy == "fsdp", export_shapes=shapes)  # fmt: skip

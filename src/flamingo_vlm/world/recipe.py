@@ -222,7 +222,7 @@ class Recipe:
         from transformers import AutoTokenizer
 
         from flamingo_vlm.data import ImageTextDataset, Mixture, MixtureComponent
-        from flamingo_vlm.model.vision import NFNetConfig, NFNetEncoder
+        from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
         from flamingo_vlm.pretrain import ContrastiveConfig, pretrain_vision_encoder
         from flamingo_vlm.processing import FlamingoProcessor
         from flamingo_vlm.world.probe import vision_probe
