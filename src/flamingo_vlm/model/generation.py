@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from flamingo_vlm.model.language import MediaScope
-from flamingo_vlm.model.masking import last_media_index, media_attention_mask
+from flamingo_vlm.model.masking import last_media_index, media_attention_mask, positions_from_mask
 
 if TYPE_CHECKING:
     from flamingo_vlm.model.flamingo import Flamingo
@@ -89,7 +89,7 @@ def prefill(
     phi = last_media_index(input_ids, model.media_token_id)  # (b, T)
     attend = media_attention_mask(phi, media.shape[1], model.config.media_attention)
     kv_cache: dict | None = {} if cache_media else None
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    position_ids = positions_from_mask(attention_mask)  # (b, T)
     logits, cache = model.language_model(
         input_ids, MediaScope(media, attend, kv_cache), attention_mask, position_ids,
         use_cache=True, logits_slice=slice(-1, None),

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from flamingo_vlm.io import write_text
 from flamingo_vlm.model.flamingo import Flamingo
+from flamingo_vlm.model.loss import num_loss_tokens
 from flamingo_vlm.model.vision_use import VisionUse, measure_vision_use
 from flamingo_vlm.train import distributed
 from flamingo_vlm.train.checkpoint import CheckpointManager
@@ -76,10 +77,6 @@ class TrainerState:
     train_time: float = 0.0  # seconds spent in steps, across resumes
     last_losses: dict[str, float] = field(default_factory=dict)
     last_vision: dict[str, Any] = field(default_factory=dict)  # the latest vision-use probe
-
-
-def loss_tokens(labels: torch.Tensor) -> int:
-    return int((labels[:, 1:] != -100).sum())
 
 
 def split_batch(batch: Batch, parts: int) -> list[Batch]:
@@ -166,7 +163,7 @@ class Trainer:
         accum = self.config.optim.grad_accum
         work = [(i, micro, weight) for i, (batch, weight) in enumerate(step.values()) for micro in split_batch(batch, accum)]
         # (datasets,) loss tokens, tokens, samples: all global, so every rank scales identically
-        counts = torch.tensor([[loss_tokens(b["labels"]), int(b["attention_mask"].sum()), b["input_ids"].shape[0]]
+        counts = torch.tensor([[num_loss_tokens(b["labels"]), int(b["attention_mask"].sum()), b["input_ids"].shape[0]]
                                for b, _ in step.values()], dtype=torch.float64)  # fmt: skip
         distributed.all_reduce_sum(counts)
         nll = torch.zeros(len(names), dtype=torch.float64)
