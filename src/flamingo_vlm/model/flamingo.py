@@ -197,11 +197,22 @@ class Flamingo(nn.Module):
         self.language_model.lm.eval()
         return self
 
-    def save_pretrained(self, directory: str | Path, full: bool = False) -> None:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        full: bool = False,
+        *,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        require_references: bool = True,
+    ) -> None:
         """Config, trainable weights (safetensors) and tokenizer; ``full`` also writes both frozen parts.
 
         Without ``full`` the checkpoint refers to the LM and vision encoder by the path or hub id
         they were loaded from, which keeps checkpoints small (the frozen parts are most of the bytes).
+        ``state_dict`` (as in Hugging Face) replaces :meth:`added_state_dict` as the weights written:
+        under FSDP the model's own tensors are shards, so the trainer gathers them first and passes
+        them in. ``require_references=False`` writes a checkpoint even when a frozen part was built in
+        memory and has no path: a training checkpoint resumes into the live model and needs none.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -211,10 +222,11 @@ class Flamingo(nn.Module):
             self.vision.save_pretrained(directory / "vision")
             config.lm, config.vision = "lm", "vision"
         missing = [name for name, ref in (("LM", config.lm), ("vision encoder", config.vision)) if not ref]
-        if missing:
+        if missing and require_references:
             raise ValueError(f"the {' and '.join(missing)} were built in memory and have no path; use full=True")
         self.tokenizer.save_pretrained(directory)
-        save_safetensors(self.added_state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt"})
+        state = self.added_state_dict() if state_dict is None else state_dict
+        save_safetensors(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
         config.save(directory / CONFIG_NAME)
 
     @classmethod
@@ -235,17 +247,18 @@ class Flamingo(nn.Module):
         return model
 
     def load_added_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load what :meth:`added_state_dict` returned (checked: same names, same shapes)."""
+        """Load what :meth:`added_state_dict` returned (checked: same names, same shapes).
+
+        Through ``load_state_dict``, so that modules' load hooks upgrade older checkpoints (0-d gates).
+        """
         expected = self.added_state_dict()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or unexpected:
             raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
-        for name, tensor in state.items():
-            if tensor.shape != expected[name].shape:
-                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(expected[name].shape)}")
-        with torch.no_grad():
-            for name, param in expected.items():
-                param.copy_(state[name])
+        try:
+            self.load_state_dict(state, strict=False)  # the frozen parts' keys are absent on purpose
+        except RuntimeError as err:  # size mismatches, listed by name
+            raise ValueError(f"checkpoint does not match the model: {err}") from err
 
     # ------------------------------------------------------------------ media
 

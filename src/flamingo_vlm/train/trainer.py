@@ -117,7 +117,6 @@ class Trainer:
         self.flamingo.train()
         if config.activation_checkpointing:
             checkpoint_decoder_layers(self.flamingo)
-        shapes = {name: p.shape for name, p in self.flamingo.named_parameters() if p.requires_grad}
         self.strategy = distributed.resolve_strategy(config.strategy, self.env.world_size)
         bf16 = resolve_precision(config.precision, self.env.device) == "bf16"
         self.autocast_dtype = torch.bfloat16 if bf16 else None
@@ -132,7 +131,7 @@ class Trainer:
         self.feature_cache = VisionFeatureCache(config.feature_cache, self.flamingo.vision) if config.feature_cache else None
         self.output_dir = Path(config.output_dir)
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.checkpoint.keep_last,
-                                             sharded=self.strategy == "fsdp", export_shapes=shapes)  # fmt: skip
+                                             sharded=self.strategy == "fsdp")  # fmt: skip
         self.state = TrainerState()
 
     # ------------------------------------------------------------------------------ one step
