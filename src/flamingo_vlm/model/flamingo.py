@@ -162,7 +162,7 @@ class Flamingo(nn.Module):
         entering its layer, measured on ``texts`` with the bare LM; returns the scales.
 
         The median, not the mean: pretrained LMs put massive activations on a few tokens (the first
-        one above all), whose RMS can be 20× the typical token's.
+        one above all), whose RMS can be many times the typical token's.
         """
         blocks = list(self.language_model.gated_xattn)
         if blocks[0].output_scale is None:

