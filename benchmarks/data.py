@@ -80,7 +80,7 @@ def tiny_step_time(tokenizer, image_size: int, batch_size: int) -> float | None:
         from transformers import GPT2Config, GPT2LMHeadModel
 
         from flamingo_vlm import Flamingo
-        from flamingo_vlm.model.vision import NFNetConfig, NFNetEncoder
+        from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
     except ImportError:
         return None
     lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=128, n_layer=2, n_head=4, n_positions=512,

@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from flamingo_vlm import Flamingo
 from flamingo_vlm.config import FlamingoConfig
-from flamingo_vlm.model.vision import NFNetConfig, NFNetEncoder
+from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
 from flamingo_vlm.tokenization import add_flamingo_tokens, train_bpe_tokenizer
 from flamingo_vlm.train import Trainer, TrainConfig
 from flamingo_vlm.train.config import CheckpointConfig, LoggingConfig, OptimConfig

@@ -1,7 +1,8 @@
 """Ours vs the ``open-flamingo`` package, holding the same weights: training step, its memory, generation.
 
 OpenFlamingo's own model is built by its factory around an LM and a CLIP tower, its gates opened, and
-converted with ``Flamingo.from_openflamingo``; the two are first checked to give the same logits (fp32).
+converted with ``flamingo_vlm.convert.from_openflamingo``; the two are first checked to give the same
+logits (fp32).
 Two configurations:
 
 - ``small``: the benchmarks' small LM and CLIP tower (:mod:`benchmarks.small`), a block every layer, fp32;
@@ -42,9 +43,10 @@ import torch
 from transformers import CLIPVisionModel
 
 from flamingo_vlm import Flamingo
-from flamingo_vlm.convert.openflamingo_reference import build_openflamingo
+from flamingo_vlm.convert import from_openflamingo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from openflamingo_reference import build_openflamingo  # noqa: E402
 from small import IMAGE_SIZE, build_small_components  # noqa: E402
 
 SHOT = "<image>Question: what colour is the square? Answer: red<|endofchunk|>"
@@ -77,7 +79,7 @@ def build_pair(root: str, device: str, config: str = "small"):
         for name, param in theirs.named_parameters():
             if name.endswith("_gate"):
                 param.fill_(0.5)
-    ours = Flamingo.from_openflamingo(theirs.state_dict(), lm=lm_dir, vision=vision_dir)
+    ours = from_openflamingo(theirs.state_dict(), lm=lm_dir, vision=vision_dir)
     return theirs.to(device), ours.to(device)
 
 

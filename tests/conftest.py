@@ -47,7 +47,8 @@ def vision_dirs(tmp_path_factory) -> dict[str, str]:
     """Saved tiny vision encoders: built-in NFNet, HF CLIP and HF SigLIP, all at 32 px."""
     from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
-    from flamingo_vlm.model.vision import HFVisionTower, NFNetConfig, NFNetEncoder
+    from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
+    from flamingo_vlm.model.vision import HFVisionTower
 
     torch.manual_seed(0)
     vit = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,

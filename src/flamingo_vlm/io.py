@@ -1,7 +1,9 @@
-"""Atomic file writes: a crash mid-save must never leave a half-written checkpoint behind."""
+"""File I/O shared by checkpoints and caches: atomic writes (a crash mid-save must never leave a
+half-written checkpoint behind) and content hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -33,3 +35,12 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadat
 
 def write_text(text: str, path: str | Path) -> None:
     _replace_atomically(lambda tmp: Path(tmp).write_text(text), Path(path))
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks so a large checkpoint never sits in memory whole."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

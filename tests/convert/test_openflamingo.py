@@ -2,8 +2,8 @@
 
 Each OpenFlamingo model is built by its own factory (``create_model_and_transforms``) around a tiny
 random OPT or Llama and a tiny HF CLIP tower, with every trainable weight perturbed (gates non-zero),
-then converted with ``Flamingo.from_openflamingo``. Needs ``pip install --no-deps open-flamingo==2.0.1
-einops einops-exts``.
+then converted with :func:`flamingo_vlm.convert.from_openflamingo`. Needs ``pip install --no-deps
+open-flamingo==2.0.1 einops einops-exts``.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
 from flamingo_vlm import Flamingo, FlamingoConfig
 from flamingo_vlm.cli import main as cli_main
+from flamingo_vlm.convert import from_openflamingo
 from tiny import IMAGE_SIZE, tiny_lm_config
 
 pytest.importorskip("einops_exts", reason="parity tests need: pip install einops einops-exts")
 if importlib.util.find_spec("open_flamingo") is None:  # importing it needs open_clip, which we stand in for
     pytest.skip("parity tests need: pip install --no-deps open-flamingo==2.0.1", allow_module_level=True)
-from flamingo_vlm.convert.openflamingo_reference import build_openflamingo  # noqa: E402
+from openflamingo_reference import build_openflamingo  # noqa: E402
 
 NUM_LAYERS = 4
 TEXTS = [
@@ -74,7 +75,7 @@ def pairs(lm_paths, vision_dirs):
             theirs, their_tok = build_openflamingo(lm_paths[family], vision, cross_attn_every_n_layers=every)
             perturb_trainable(theirs)
             theirs.eval()
-            ours = Flamingo.from_openflamingo(theirs.state_dict(), lm=lm_paths[family], vision=vision_dirs["clip"])
+            ours = from_openflamingo(theirs.state_dict(), lm=lm_paths[family], vision=vision_dirs["clip"])
             cache[family, every] = theirs, their_tok, ours.eval()
         return cache[family, every]
 
@@ -217,7 +218,7 @@ def test_refuses_checkpoints_that_do_not_fit(pairs, lm_paths, vision_dirs):
     state = theirs.state_dict()
 
     def convert(ckpt, **kw):
-        return Flamingo.from_openflamingo(ckpt, lm=lm_paths["llama"], vision=vision_dirs["clip"], **kw)
+        return from_openflamingo(ckpt, lm=lm_paths["llama"], vision=vision_dirs["clip"], **kw)
 
     with pytest.raises(ValueError, match="unexpected keys.*'extra.weight'"):
         convert({**state, "extra.weight": torch.zeros(1)})

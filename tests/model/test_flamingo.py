@@ -191,6 +191,35 @@ def test_forward_backward_and_round_trip(lm_dirs, vision_dirs, family, vision, t
         assert torch.equal(model(**inputs).logits, restored(**inputs).logits)
 
 
+def test_checkpoint_with_0d_gates_still_loads(lm_dirs, vision_dirs, tmp_path):
+    """Checkpoints written before the gates had shape (1,) hold 0-d gates: they load, with equal logits."""
+    from safetensors.torch import load_file, save_file
+
+    from flamingo_vlm.model.flamingo import WEIGHTS_NAME
+
+    model = build(lm_dirs, vision_dirs).eval()
+    open_gates(model)
+    model.save_pretrained(tmp_path / "ckpt")
+    weights = load_file(tmp_path / "ckpt" / WEIGHTS_NAME)
+    gates = [name for name in weights if name.endswith(("attn_gate", "ff_gate"))]
+    assert gates and all(weights[name].shape == (1,) for name in gates)
+    save_file({k: v.reshape(()) if k in gates else v for k, v in weights.items()}, tmp_path / "ckpt" / WEIGHTS_NAME,
+              metadata={"format": "pt"})  # fmt: skip
+    restored = Flamingo.from_pretrained(tmp_path / "ckpt").eval()
+    assert all(block.attn_gate.shape == (1,) for block in restored.language_model.gated_xattn)
+    inputs = batch(model)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, restored(**inputs).logits)
+
+
+def test_mismatched_checkpoint_shapes_are_refused(lm_dirs, vision_dirs):
+    model = build(lm_dirs, vision_dirs)
+    state = {k: v.detach().clone() for k, v in model.added_state_dict().items()}
+    state["resampler.latents"] = state["resampler.latents"][:-1]
+    with pytest.raises(ValueError, match="resampler.latents"):
+        model.load_added_state_dict(state)
+
+
 def test_full_checkpoint_is_self_contained(lm_dirs, vision_dirs, tmp_path):
     model = build(lm_dirs, vision_dirs, "opt", "clip").eval()
     open_gates(model)

@@ -62,6 +62,25 @@ def test_cached_equals_uncached(model, num_beams):
     assert torch.equal(cached, model.generate(**batch, **kw, cache_media=False))
 
 
+@torch.no_grad()
+def test_cached_decoder_prefills_once_then_steps_like_recomputation(model):
+    """Beams of one prompt share its prefill; each cached one-token step equals recomputing everything."""
+    from flamingo_vlm.model.generation import CachedDecoder, UncachedDecoder
+
+    batch = prompt_batch(model)
+    ids, mask, beams = batch["input_ids"], batch["attention_mask"], 2
+    media = (batch["pixel_values"], None, batch["media_mask"])
+    cached, uncached = CachedDecoder(model, ids, mask, media, beams), UncachedDecoder(model, ids, mask, media, beams)
+    seqs, mask = ids.repeat_interleave(beams, dim=0), mask.repeat_interleave(beams, dim=0)  # (B, T)
+    logits, expected = cached.prefill(), uncached.prefill()  # (B, V)
+    for _ in range(3):
+        torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+        seqs = torch.cat([seqs, logits.argmax(-1, keepdim=True)], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        logits, expected = cached.step(seqs, mask), uncached.step(seqs, mask)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_beam_search_with_one_beam_is_greedy(model):
     """generate() routes num_beams=1 to greedy; the beam-search code path must agree with it."""
     from flamingo_vlm.model.generation import _beam_search, _processors, _Stopper

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from flamingo_vlm.model.vision import NFNetConfig, NFNetEncoder, load_vision_encoder
+from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
+from flamingo_vlm.model.vision import load_vision_encoder
 
 from tiny import IMAGE_SIZE
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flamingo_vlm.model.media import last_media_index, media_attention_mask
+from flamingo_vlm.model.masking import last_media_index, media_attention_mask
 from flamingo_vlm.model.xattn import GatedCrossAttentionDense
 
 M = 9
@@ -60,5 +60,14 @@ def test_closed_gates_are_the_identity():
 
 def test_gates_are_named_scalars_initialised_at_zero():
     blk = GatedCrossAttentionDense(dim=16, dim_visual=12)
-    assert blk.attn_gate.shape == () and blk.ff_gate.shape == ()
+    assert blk.attn_gate.shape == (1,) and blk.ff_gate.shape == (1,)
     assert blk.attn_gate.item() == 0.0 and blk.ff_gate.item() == 0.0
+
+
+def test_0d_gates_of_older_checkpoints_load_as_shape_1():
+    blk = GatedCrossAttentionDense(dim=16, dim_visual=12, heads=2, dim_head=8)
+    state = {k: v.clone() for k, v in blk.state_dict().items()}
+    state["attn_gate"], state["ff_gate"] = torch.tensor(0.25), torch.tensor(-0.5)  # 0-d, as written before
+    blk.load_state_dict(state)
+    assert blk.attn_gate.shape == blk.ff_gate.shape == (1,)
+    assert (blk.attn_gate.item(), blk.ff_gate.item()) == (0.25, -0.5)

@@ -2,7 +2,7 @@ import itertools
 
 import torch
 
-from flamingo_vlm.model.vision import NFNetConfig, NFNetEncoder
+from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
 from flamingo_vlm.pretrain import ContrastiveConfig, pretrain_vision_encoder
 
 COLOURS = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0), "grey": (0.0, 0.0, 0.0)}

@@ -40,8 +40,10 @@ def test_ddp_and_fsdp_match_single_process(make_config, tmp_path):
     worker = Path(__file__).with_name("distributed_worker.py")
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                str(worker), str(tmp_path / "spec.json")]  # fmt: skip
+    # The workers import the same flamingo_vlm as this process (a PYTHONPATH checkout, not the installed one).
+    pythonpath = os.pathsep.join(p for p in (str(worker.parent), os.environ.get("PYTHONPATH", "")) if p)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(worker.parent)})  # fmt: skip
+                          env={**os.environ, "PYTHONPATH": pythonpath})  # fmt: skip
     assert done.returncode == 0, done.stderr[-5000:]
     results = json.loads((tmp_path / "result.json").read_text())
 

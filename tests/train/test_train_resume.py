@@ -81,3 +81,30 @@ def test_checkpoint_is_a_flamingo_checkpoint_and_old_ones_are_pruned(make_config
     for name, param in trainer.flamingo.named_parameters():
         if param.requires_grad:
             assert torch.equal(param, dict(loaded.named_parameters())[name])
+
+
+def test_checkpoint_with_0d_gates_resumes(make_config, tmp_path):
+    """Training checkpoints written before the gates had shape (1,) (0-d gates and gate moments) resume."""
+    from safetensors.torch import load_file, save_file
+
+    from flamingo_vlm.train.checkpoint import write_manifest
+
+    config = make_config(output_dir=str(tmp_path / "run"), max_steps=2, checkpoint=CheckpointConfig(every=2))
+    trainer, _ = run(config)
+    path = trainer.checkpoints.checkpoints()[-1]
+    trainer_state = json.loads((path / "trainer_state.json").read_text())
+    gate_ids = {str(i) for i, name in enumerate(n for g in trainer_state["optimizer"]["param_groups"]
+                                                for n in g["param_names"]) if name.endswith("_gate")}  # fmt: skip
+    for name, is_gate in (("flamingo.safetensors", lambda k: k.endswith("_gate")),
+                          ("optimizer.safetensors", lambda k: k.split(".")[0] in gate_ids and not k.endswith(".step"))):
+        tensors = load_file(path / name)
+        assert any(is_gate(k) for k in tensors)
+        save_file({k: v.reshape(()) if is_gate(k) else v for k, v in tensors.items()}, path / name)
+    write_manifest(path)
+
+    model = build_model(config)
+    resumed = Trainer(model, config, build_mixture(config, model))
+    assert resumed.resume() and resumed.state.step == 2
+    for name, value in trainable(trainer).items():
+        assert torch.equal(dict(resumed.flamingo.named_parameters())[name], value), name
+    assert_same_optimizer_state(trainer, resumed)

@@ -203,8 +203,7 @@ def _trainable_state(model: Flamingo, ckpt: OpenFlamingoCheckpoint) -> dict[str,
     state = {f"resampler.{'time_embeddings' if k == 'frame_embs' else k}": v for k, v in ckpt.perceiver.items()}
     for block_id, layer in enumerate(model.language_model.xattn_layer_ids):
         for rest, tensor in ckpt.blocks[layer].items():
-            gate = rest.endswith("_gate")  # theirs have shape (1,), ours ()
-            state[f"language_model.gated_xattn.{block_id}.{rest}"] = tensor.reshape(()) if gate else tensor
+            state[f"language_model.gated_xattn.{block_id}.{rest}"] = tensor
 
     ours_frozen = lm.state_dict()
     differing, unexpected = [], []

@@ -11,7 +11,6 @@ directory it is read from, and a re-trained or different encoder never reuses st
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from flamingo_vlm.evaluate.media_loading import MediaError, load_media
-from flamingo_vlm.io import save_safetensors
+from flamingo_vlm.io import save_safetensors, sha256_file
 from flamingo_vlm.model.vision import encoder_fingerprint
 from flamingo_vlm.processing import FlamingoProcessor
 
@@ -59,11 +58,7 @@ class Rices:
 
 def content_hash(path: str | Path) -> str:
     """SHA-256 of a file's bytes: the cache key of its features."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 class RicesFeatureStore:

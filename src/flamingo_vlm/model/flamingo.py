@@ -11,23 +11,22 @@ Token ℓ cross-attends only to image φ(ℓ), the last ``<image>`` at or before
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from flamingo_vlm.config import FlamingoConfig
 from flamingo_vlm.io import save_safetensors
 from flamingo_vlm.model import generation
 from flamingo_vlm.model.causal_lm import drop_gguf_quantizer, lm_reference, load_causal_lm, load_tokenizer
 from flamingo_vlm.model.language import FlamingoLM, MediaScope, find_decoder_layers
-from flamingo_vlm.model.media import last_media_index, media_attention_mask
+from flamingo_vlm.model.loss import lm_loss
+from flamingo_vlm.model.masking import last_media_index, media_attention_mask, positions_from_mask
 from flamingo_vlm.model.resampler import PerceiverResampler
 from flamingo_vlm.model.vision import VisionEncoder, load_vision_encoder
 from flamingo_vlm.tokenization import add_flamingo_tokens
@@ -55,34 +54,6 @@ class FlamingoOutput:
     logits: torch.Tensor | None  # (b, T, V); None when forward was asked for the loss alone
     loss: torch.Tensor | None = None
     cache: Any = None  # the LM's self-attention KV cache when use_cache=True
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that ignore left padding, so a padded row matches its unpadded self (RoPE too)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (b, T)
-
-
-def lm_loss(
-    head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, labels: torch.Tensor, chunk: int = 1024
-) -> tuple[torch.Tensor, int]:
-    """Summed next-token NLL and the number of loss tokens; labels (b, T) aligned with inputs, -100 ignored.
-
-    The vocabulary projection runs only where a label exists, ``chunk`` rows at a time, each chunk
-    recomputed in backward rather than stored: a (b·T, V) logits tensor with a 50k vocabulary is larger
-    than all the activations of a small LM, and most of its rows (padding, prompts) carry no loss.
-    """
-    targets = labels[:, 1:]  # (b, T-1): token t predicts label t+1
-    keep = targets != -100
-    rows, targets = hidden[:, :-1][keep], targets[keep]  # (n, d), (n,)
-
-    def chunk_nll(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(head(h).float(), t, reduction="sum")
-
-    total = hidden.new_zeros((), dtype=torch.float32)
-    recompute = torch.is_grad_enabled()
-    for h, t in zip(rows.split(chunk), targets.split(chunk)):
-        total = total + (checkpoint(chunk_nll, h, t, use_reentrant=False) if recompute else chunk_nll(h, t))
-    return total, int(keep.sum())
 
 
 def _load_lm(spec: str | nn.Module, lm_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
@@ -168,13 +139,6 @@ class Flamingo(nn.Module):
             model.calibrate_output_scales()
         return model
 
-    @classmethod
-    def from_openflamingo(cls, checkpoint, lm: str | nn.Module, vision: str | nn.Module, **kwargs: Any) -> Flamingo:
-        """Load an OpenFlamingo checkpoint; see :func:`flamingo_vlm.convert.openflamingo.from_openflamingo`."""
-        from flamingo_vlm.convert.openflamingo import from_openflamingo
-
-        return from_openflamingo(checkpoint, lm, vision, **kwargs)
-
     @property
     def lm(self) -> nn.Module:
         """The frozen Hugging Face causal LM."""
@@ -198,7 +162,7 @@ class Flamingo(nn.Module):
         entering its layer, measured on ``texts`` with the bare LM; returns the scales.
 
         The median, not the mean: pretrained LMs put massive activations on a few tokens (the first
-        one above all), whose RMS can be 20× the typical token's.
+        one above all), whose RMS can be many times the typical token's.
         """
         blocks = list(self.language_model.gated_xattn)
         if blocks[0].output_scale is None:
@@ -233,11 +197,22 @@ class Flamingo(nn.Module):
         self.language_model.lm.eval()
         return self
 
-    def save_pretrained(self, directory: str | Path, full: bool = False) -> None:
+    def save_pretrained(
+        self,
+        directory: str | Path,
+        full: bool = False,
+        *,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        require_references: bool = True,
+    ) -> None:
         """Config, trainable weights (safetensors) and tokenizer; ``full`` also writes both frozen parts.
 
         Without ``full`` the checkpoint refers to the LM and vision encoder by the path or hub id
         they were loaded from, which keeps checkpoints small (the frozen parts are most of the bytes).
+        ``state_dict`` (as in Hugging Face) replaces :meth:`added_state_dict` as the weights written:
+        under FSDP the model's own tensors are shards, so the trainer gathers them first and passes
+        them in. ``require_references=False`` writes a checkpoint even when a frozen part was built in
+        memory and has no path: a training checkpoint resumes into the live model and needs none.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -247,10 +222,11 @@ class Flamingo(nn.Module):
             self.vision.save_pretrained(directory / "vision")
             config.lm, config.vision = "lm", "vision"
         missing = [name for name, ref in (("LM", config.lm), ("vision encoder", config.vision)) if not ref]
-        if missing:
+        if missing and require_references:
             raise ValueError(f"the {' and '.join(missing)} were built in memory and have no path; use full=True")
         self.tokenizer.save_pretrained(directory)
-        save_safetensors(self.added_state_dict(), directory / WEIGHTS_NAME, metadata={"format": "pt"})
+        state = self.added_state_dict() if state_dict is None else state_dict
+        save_safetensors(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
         config.save(directory / CONFIG_NAME)
 
     @classmethod
@@ -271,17 +247,18 @@ class Flamingo(nn.Module):
         return model
 
     def load_added_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Load what :meth:`added_state_dict` returned (checked: same names, same shapes)."""
+        """Load what :meth:`added_state_dict` returned (checked: same names, same shapes).
+
+        Through ``load_state_dict``, so that modules' load hooks upgrade older checkpoints (0-d gates).
+        """
         expected = self.added_state_dict()
         missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         if missing or unexpected:
             raise ValueError(f"checkpoint does not match the model: missing {missing}, unexpected {unexpected}")
-        for name, tensor in state.items():
-            if tensor.shape != expected[name].shape:
-                raise ValueError(f"{name}: checkpoint shape {tuple(tensor.shape)} != model {tuple(expected[name].shape)}")
-        with torch.no_grad():
-            for name, param in expected.items():
-                param.copy_(state[name])
+        try:
+            self.load_state_dict(state, strict=False)  # the frozen parts' keys are absent on purpose
+        except RuntimeError as err:  # size mismatches, listed by name
+            raise ValueError(f"checkpoint does not match the model: {err}") from err
 
     # ------------------------------------------------------------------ media
 
@@ -386,7 +363,7 @@ class Flamingo(nn.Module):
         ``labels`` (b, T), aligned with the inputs (shifted here), -100 ignored, give ``loss``: the mean
         NLL per loss token, or its sum (``loss_reduction="sum"``, for callers that normalise over
         several batches). Training passes ``return_logits=False``: the vocabulary projection then runs
-        only at labelled positions (:func:`lm_loss`), and ``logits`` is None.
+        only at labelled positions (:func:`~flamingo_vlm.model.loss.lm_loss`), and ``logits`` is None.
         """
         if input_ids.ndim != 2:
             raise ValueError(f"input_ids must be (b, T); got shape {tuple(input_ids.shape)}")

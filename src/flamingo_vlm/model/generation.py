@@ -30,10 +30,12 @@ from transformers import (
 )
 
 from flamingo_vlm.model.language import MediaScope
-from flamingo_vlm.model.media import last_media_index, media_attention_mask
+from flamingo_vlm.model.masking import last_media_index, media_attention_mask, positions_from_mask
 
 if TYPE_CHECKING:
     from flamingo_vlm.model.flamingo import Flamingo
+
+Media = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]  # pixel_values, vision_features, media_mask
 
 
 @dataclass
@@ -89,7 +91,7 @@ def prefill(
     phi = last_media_index(input_ids, model.media_token_id)  # (b, T)
     attend = media_attention_mask(phi, media.shape[1], model.config.media_attention)
     kv_cache: dict | None = {} if cache_media else None
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    position_ids = positions_from_mask(attention_mask)  # (b, T)
     logits, cache = model.language_model(
         input_ids, MediaScope(media, attend, kv_cache), attention_mask, position_ids,
         use_cache=True, logits_slice=slice(-1, None),
@@ -100,17 +102,6 @@ def prefill(
         logits, phi, media = (x.repeat_interleave(expand, dim=0) for x in (logits, phi, media))
         kv_cache = {k: tuple(t.repeat_interleave(expand, dim=0) for t in kv) for k, kv in kv_cache.items()}
     return _Prompt(logits, cache, media, kv_cache, phi)
-
-
-def _step(model: Flamingo, prompt: _Prompt, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Feed one new token per row (B, 1) through the cached LM; returns next logits (B, V)."""
-    attend = media_attention_mask(prompt.phi[:, None], prompt.media.shape[1], model.config.media_attention)
-    position_ids = attention_mask.long().sum(-1, keepdim=True) - 1  # (B, 1)
-    logits, prompt.cache = model.language_model(
-        tokens, MediaScope(prompt.media, attend, prompt.kv_cache), attention_mask, position_ids,
-        cache=prompt.cache, use_cache=True,
-    )
-    return logits[:, -1]
 
 
 class _Stopper:
@@ -215,29 +206,73 @@ def default_stop_ids(model: Flamingo) -> list[int]:
     return [model.eoc_token_id] + ([eos] if eos is not None else [])
 
 
-def _uncached_logits(model: Flamingo, sequences, attention_mask, media, expand: int) -> torch.Tensor:
-    """Full recomputation over the whole sequence, media re-encoded: the no-cache baseline."""
-    pixel_values, vision_features, media_mask = (
-        None if x is None else x.repeat_interleave(expand, dim=0) for x in media
-    )
-    return model(sequences, attention_mask, pixel_values, vision_features, media_mask).logits[:, -1]
+class CachedDecoder:
+    """Decoding with every cache: :meth:`prefill` runs the prompt and its media once, then each
+    :meth:`step` runs only the newest token per row, reusing the LM's KV cache, the resampled visual
+    tokens and each block's projected visual keys/values.
 
+    ``expand`` copies per prompt row (beams) share one vision/resampler pass; with ``cache_media=False``
+    media are encoded and projected per copy instead (the common open-source strategy, for benchmarks).
+    """
 
-def _next_logits_fn(model, input_ids, attention_mask, media, expand, use_cache, cache_media):
-    """A closure giving next-token logits for the current sequences, cached or not."""
-    if not use_cache:
-        return lambda seqs, mask, beam_idx=None: _uncached_logits(model, seqs, mask, media, expand)
-    prompt = prefill(model, input_ids, attention_mask, *media, expand=expand, cache_media=cache_media)
-    state = {"first": True}
+    def __init__(self, model: Flamingo, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: Media,
+                 expand: int = 1, cache_media: bool = True) -> None:  # fmt: skip
+        self.model, self.input_ids, self.attention_mask, self.media = model, input_ids, attention_mask, media
+        self.expand, self.cache_media = expand, cache_media
+        self.prompt: _Prompt | None = None
 
-    def next_logits(seqs, mask, beam_idx=None):
-        if state.pop("first", False):
-            return prompt.logits
+    def prefill(self) -> torch.Tensor:
+        """Run the prompt (b rows) with its media; next-token logits (b·expand, V) for its last token."""
+        self.prompt = prefill(self.model, self.input_ids, self.attention_mask, *self.media, expand=self.expand,
+                              cache_media=self.cache_media)  # fmt: skip
+        return self.prompt.logits
+
+    def step(self, sequences: torch.Tensor, attention_mask: torch.Tensor, beam_idx: torch.Tensor | None = None
+             ) -> torch.Tensor:  # fmt: skip
+        """Feed each row's newest token (B, 1) through the cached LM; next-token logits (B, V).
+
+        ``beam_idx`` (B,): which row each row continues (beam search reorders the KV cache; the media
+        caches need no reordering, since a prompt's beams share its media).
+        """
+        prompt, config = self.prompt, self.model.config
+        if prompt is None:
+            raise RuntimeError("prefill() the prompt before decoding steps")
         if beam_idx is not None:
             prompt.cache.reorder_cache(beam_idx)
-        return _step(model, prompt, seqs[:, -1:], mask)
+        attend = media_attention_mask(prompt.phi[:, None], prompt.media.shape[1], config.media_attention)  # (B, 1, n)
+        position_ids = positions_from_mask(attention_mask)[:, -1:]  # (B, 1)
+        logits, prompt.cache = self.model.language_model(
+            sequences[:, -1:], MediaScope(prompt.media, attend, prompt.kv_cache), attention_mask, position_ids,
+            cache=prompt.cache, use_cache=True,
+        )
+        return logits[:, -1]
 
-    return next_logits
+
+class UncachedDecoder:
+    """The no-cache baseline with :class:`CachedDecoder`'s interface: every call recomputes the whole
+    sequence, media re-encoded, as a model without caches must."""
+
+    def __init__(self, model: Flamingo, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: Media,
+                 expand: int = 1) -> None:  # fmt: skip
+        self.model, self.input_ids, self.attention_mask, self.expand = model, input_ids, attention_mask, expand
+        self.media = tuple(None if x is None else x.repeat_interleave(expand, dim=0) for x in media)
+
+    def prefill(self) -> torch.Tensor:
+        """Next-token logits (b·expand, V) of the prompt, each row repeated ``expand`` times."""
+        return self.step(self.input_ids.repeat_interleave(self.expand, dim=0),
+                         self.attention_mask.repeat_interleave(self.expand, dim=0))  # fmt: skip
+
+    def step(self, sequences: torch.Tensor, attention_mask: torch.Tensor, beam_idx: torch.Tensor | None = None
+             ) -> torch.Tensor:  # fmt: skip
+        """Next-token logits (B, V) of the whole sequences (B, T); ``beam_idx`` is already in them."""
+        return self.model(sequences, attention_mask, *self.media).logits[:, -1]
+
+
+def _decoder(model: Flamingo, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: Media, expand: int,
+             use_cache: bool, cache_media: bool) -> CachedDecoder | UncachedDecoder:  # fmt: skip
+    if use_cache:
+        return CachedDecoder(model, input_ids, attention_mask, media, expand, cache_media)
+    return UncachedDecoder(model, input_ids, attention_mask, media, expand)
 
 
 def _suppress_media_token(model: Flamingo, logits: torch.Tensor) -> torch.Tensor:
@@ -249,12 +284,12 @@ def _suppress_media_token(model: Flamingo, logits: torch.Tensor) -> torch.Tensor
 def _greedy_or_sample(model, input_ids, attention_mask, media, max_new_tokens, do_sample, procs, stopper,
                       pad_token_id, use_cache, cache_media, return_dict, generator):
     b, prompt_len = input_ids.shape
-    next_logits = _next_logits_fn(model, input_ids, attention_mask, media, 1, use_cache, cache_media)
+    decoder = _decoder(model, input_ids, attention_mask, media, 1, use_cache, cache_media)
     seqs, mask = input_ids, attention_mask
     finished = torch.zeros(b, dtype=torch.bool, device=input_ids.device)
     raw_logits = []
-    for _ in range(max_new_tokens):
-        logits = next_logits(seqs, mask).float()  # (b, V)
+    for step in range(max_new_tokens):
+        logits = (decoder.prefill() if step == 0 else decoder.step(seqs, mask)).float()  # (b, V)
         raw_logits.append(logits.clone())
         scores = procs(seqs, _suppress_media_token(model, logits))
         if do_sample:
@@ -277,7 +312,7 @@ def _beam_search(model, input_ids, attention_mask, media, max_new_tokens, num_be
     once no running beam can beat its worst finished one."""
     b, prompt_len = input_ids.shape
     device = input_ids.device
-    next_logits = _next_logits_fn(model, input_ids, attention_mask, media, num_beams, use_cache, cache_media)
+    decoder = _decoder(model, input_ids, attention_mask, media, num_beams, use_cache, cache_media)
     seqs = input_ids.repeat_interleave(num_beams, dim=0)  # (B, T)
     mask = attention_mask.repeat_interleave(num_beams, dim=0)
     beam_scores = torch.full((b, num_beams), -1e9, device=device)
@@ -290,7 +325,7 @@ def _beam_search(model, input_ids, attention_mask, media, max_new_tokens, num_be
         return logprob_sum / (length**length_penalty)
 
     for step in range(max_new_tokens):
-        logits = next_logits(seqs, mask, beam_idx).float()  # (B, V)
+        logits = (decoder.prefill() if step == 0 else decoder.step(seqs, mask, beam_idx)).float()  # (B, V)
         logprobs = procs(seqs, _suppress_media_token(model, logits)).log_softmax(-1)
         vocab = logprobs.shape[-1]
         candidates = (beam_scores.view(-1, 1) + logprobs).view(b, num_beams * vocab)

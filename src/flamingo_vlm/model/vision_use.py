@@ -95,9 +95,9 @@ def _nll(model: nn.Module, batch: Batch) -> float:
 
 
 def _gate(alpha: torch.Tensor) -> float:
-    """tanh(α) as a number; under FSDP2 α is a sharded 1-element DTensor (gathered here, a collective)."""
+    """tanh(α) of a (1,) gate as a number; under FSDP2 α is a sharded DTensor (gathered here, a collective)."""
     alpha = alpha.full_tensor() if hasattr(alpha, "full_tensor") else alpha
-    return alpha.tanh().sum().item()
+    return alpha.tanh().item()
 
 
 @torch.no_grad()

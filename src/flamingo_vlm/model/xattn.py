@@ -16,6 +16,7 @@ from flamingo_vlm.config import Activation
 from flamingo_vlm.model.feedforward import FeedForward
 
 MediaKV = tuple[torch.Tensor, torch.Tensor]
+GATE_NAMES = ("attn_gate", "ff_gate")
 
 
 class MaskedCrossAttention(nn.Module):
@@ -93,20 +94,29 @@ class GatedCrossAttentionDense(nn.Module):
     ) -> None:
         super().__init__()
         self.attn = MaskedCrossAttention(dim, dim_visual, heads, dim_head, qk_norm)
-        self.attn_gate = nn.Parameter(torch.tensor(float(gate_init)))
+        # Gates of shape (1,), as in lucidrains' and OpenFlamingo's code: FSDP2 cannot shard 0-d tensors.
+        self.attn_gate = nn.Parameter(torch.full((1,), float(gate_init)))
         self.ff = FeedForward(dim, ff_mult, activation)
-        self.ff_gate = nn.Parameter(torch.tensor(float(gate_init)))
+        self.ff_gate = nn.Parameter(torch.full((1,), float(gate_init)))
         if gate_init != 0.0:
             nn.init.zeros_(self.attn.to_out.weight)  # (d, h·dh)
             nn.init.zeros_(self.ff[-1].weight)  # (d, mult·d)
         self.output_scale: torch.Tensor | None
         self.register_buffer("output_scale", torch.tensor(1.0) if residual_scaled else None)
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        """Checkpoints written before the gates had shape (1,) hold 0-d gates: reshape them on load."""
+        for name in GATE_NAMES:
+            key = prefix + name
+            if key in state_dict and state_dict[key].ndim == 0:
+                state_dict[key] = state_dict[key].reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, y: torch.Tensor, media_kv: MediaKV, attend: torch.Tensor) -> torch.Tensor:
         """y: (b, L, d) hidden states of the frozen LM; returns the same shape and dtype."""
         dtype = y.dtype
         y = y.to(self.attn_gate.dtype)
-        attn_gate, ff_gate = self.attn_gate.tanh(), self.ff_gate.tanh()
+        attn_gate, ff_gate = self.attn_gate.tanh(), self.ff_gate.tanh()  # (1,) each, broadcast over (b, L, d)
         if self.output_scale is not None:
             attn_gate, ff_gate = attn_gate * self.output_scale, ff_gate * self.output_scale
         y = y + attn_gate * self.attn(y, media_kv, attend)

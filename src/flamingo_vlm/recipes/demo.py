@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from flamingo_vlm.evaluate.runner import EvalConfig
-from flamingo_vlm.model.vision import NFNetConfig
+from flamingo_vlm.model.nfnet import NFNetConfig
 from flamingo_vlm.pretrain import ContrastiveConfig, LMConfig
 from flamingo_vlm.pretrain.schedule import progress_callback
 from flamingo_vlm.recipes.demo_report import Targets, query_command, write_report
@@ -160,7 +160,8 @@ class Recipe:
         from transformers import AutoTokenizer
 
         from flamingo_vlm.data import ImageTextDataset, Mixture, MixtureComponent
-        from flamingo_vlm.model.vision import NFNetEncoder, load_vision_encoder
+        from flamingo_vlm.model.nfnet import NFNetEncoder
+        from flamingo_vlm.model.vision import load_vision_encoder
         from flamingo_vlm.pretrain import pretrain_vision_encoder
         from flamingo_vlm.processing import FlamingoProcessor
         from flamingo_vlm.world.probe import vision_probe

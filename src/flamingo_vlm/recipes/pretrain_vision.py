@@ -35,7 +35,7 @@ def main(config: PretrainVisionConfig) -> int:
     from transformers import AutoTokenizer
 
     from flamingo_vlm.data import ImageTextDataset, Mixture, MixtureComponent
-    from flamingo_vlm.model.vision import NFNetConfig, NFNetEncoder
+    from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
     from flamingo_vlm.pretrain import pretrain_vision_encoder
     from flamingo_vlm.pretrain.schedule import progress_callback
     from flamingo_vlm.processing import FlamingoProcessor

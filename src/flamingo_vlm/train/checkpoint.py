@@ -2,8 +2,9 @@
 
 One checkpoint is a directory ``step-00001000/``:
 
-- ``flamingo_config.json``, ``flamingo.safetensors``, tokenizer files: a normal Flamingo checkpoint
-  (``Flamingo.from_pretrained`` loads it): what Flamingo adds, not the frozen parts;
+- ``flamingo_config.json``, ``flamingo.safetensors``, tokenizer files: a normal Flamingo checkpoint,
+  written by ``Flamingo.save_pretrained`` (``Flamingo.from_pretrained`` loads it): what Flamingo adds,
+  not the frozen parts;
 - ``optimizer.safetensors`` (single process and DDP) or ``sharded/`` (FSDP, written by every rank
   with ``torch.distributed.checkpoint``): optimiser state, and under FSDP the weights' shards too;
 - ``trainer_state.json``: step, scheduler, optimiser hyper-parameters, counters, the config;
@@ -19,7 +20,6 @@ manifest check and the previous one is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,9 +38,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import save_safetensors, write_text
-from flamingo_vlm.model.flamingo import CONFIG_NAME, WEIGHTS_NAME
-from flamingo_vlm.train.distributed import full_tensor
+from flamingo_vlm.io import save_safetensors, sha256_file, write_text
+from flamingo_vlm.model.flamingo import WEIGHTS_NAME
+from flamingo_vlm.train.distributed import barrier, broadcast_object, full_tensor, is_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -108,14 +108,6 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, 
 # ------------------------------------------------------------------------------------ file checks
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
 
@@ -126,7 +118,7 @@ def write_manifest(directory: Path) -> None:
     for path in _files(directory):
         with open(path, "rb") as f:
             os.fsync(f.fileno())
-        entries[str(path.relative_to(directory))] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        entries[str(path.relative_to(directory))] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
     write_text(json.dumps(entries, indent=1) + "\n", directory / MANIFEST)
 
 
@@ -142,28 +134,8 @@ def verify(directory: Path) -> None:
             raise CheckpointError(f"{directory}: {name} is missing")
         if path.stat().st_size != entry["size"]:
             raise CheckpointError(f"{directory}: {name} has {path.stat().st_size} bytes, expected {entry['size']} (truncated?)")
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise CheckpointError(f"{directory}: {name} is corrupted (checksum mismatch)")
-
-
-# ------------------------------------------------------------------------------------ distributed
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _barrier() -> None:
-    if _distributed():
-        dist.barrier()
-
-
-def _broadcast(value: Any) -> Any:
-    if not _distributed():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 @dataclass
@@ -182,22 +154,13 @@ class CheckpointManager:
     every rank writes its own shards, no rank ever holds the full optimiser state.
     """
 
-    def __init__(
-        self,
-        directory: str | Path,
-        keep_last: int = 3,
-        sharded: bool = False,
-        export_shapes: dict[str, torch.Size] | None = None,
-    ) -> None:
-        """``export_shapes``: the trainable parameters' shapes in the plain model, used when a
-        wrapper changed them (FSDP2 turns scalars into 1-element vectors)."""
+    def __init__(self, directory: str | Path, keep_last: int = 3, sharded: bool = False) -> None:
         if keep_last < 1:
             raise ValueError(f"keep_last must be >= 1, got {keep_last}")
         self.directory = Path(directory)
         self.keep_last = keep_last
         self.sharded = sharded
-        self.export_shapes = export_shapes or {}
-        self.rank = dist.get_rank() if _distributed() else 0
+        self.rank = dist.get_rank() if is_distributed() else 0
 
     def checkpoints(self) -> list[Path]:
         """Complete-looking checkpoint directories, oldest first."""
@@ -222,7 +185,7 @@ class CheckpointManager:
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-        _barrier()
+        barrier()
 
         weights = self.full_trainable_state(model)
         if self.sharded:
@@ -231,9 +194,9 @@ class CheckpointManager:
             model_state, optim_state = self._sharded_state(model, optimizer)
             dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(tmp / SHARDED))
         if self.rank == 0:
-            save_safetensors(weights, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
-            model.config.save(tmp / CONFIG_NAME)
-            model.tokenizer.save_pretrained(tmp)
+            # The model's own files (config, weights, tokenizer), written by the model; only the
+            # weights come from here, gathered above (under FSDP the model holds shards of them).
+            model.save_pretrained(tmp, state_dict=weights, require_references=False)
             state = dict(trainer_state, step=step)
             if not self.sharded:
                 tensors, meta = flatten_optimizer_state(optimizer.state_dict())
@@ -243,7 +206,7 @@ class CheckpointManager:
         rng_tensors, rng_meta = rng_state()
         save_safetensors(rng_tensors, tmp / f"rank-{self.rank}.safetensors",
                          metadata={"rng": json.dumps(rng_meta), "state": json.dumps(rank_state)})  # fmt: skip
-        _barrier()
+        barrier()
         if self.rank == 0:
             write_manifest(tmp)
             shutil.rmtree(final, ignore_errors=True)
@@ -255,11 +218,11 @@ class CheckpointManager:
                 os.close(fd)
             for old in self.checkpoints()[: -self.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
-        _barrier()
+        barrier()
         return final
 
     def full_trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """``model.added_state_dict()`` complete and in the plain model's shapes (collective under FSDP)."""
+        """``model.added_state_dict()`` with every tensor complete (collective under FSDP)."""
         added = model.added_state_dict()
         if self.sharded:
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -271,7 +234,7 @@ class CheckpointManager:
             state = {k: v for k, v in {**state, **fixed}.items() if k in added}
         else:
             state = {name: t.detach() for name, t in added.items()}
-        return {k: v.reshape(self.export_shapes[k]) if k in self.export_shapes else v for k, v in state.items()}
+        return state
 
     @staticmethod
     def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -294,7 +257,7 @@ class CheckpointManager:
                     message = f"checkpoint {path.name} cannot be used ({e}); falling back to the previous one"
                     warnings.warn(message, stacklevel=2)
                     logger.warning(message)
-        chosen = _broadcast(chosen)
+        chosen = broadcast_object(chosen)
         if chosen is None:
             return None
         return self.load(Path(chosen), model, optimizer)
@@ -321,8 +284,12 @@ class CheckpointManager:
             model.load_added_state_dict(load_file(path / WEIGHTS_NAME))
             tensors = load_file(path / OPTIMIZER)
             optimizer.load_state_dict(unflatten_optimizer_state(tensors, trainer_state["optimizer"]))
-            for group in optimizer.param_groups:  # JSON turned the tuple into a list
-                group["betas"] = tuple(group["betas"])
+            for group in optimizer.param_groups:
+                group["betas"] = tuple(group["betas"])  # JSON turned the tuple into a list
+                for param in group["params"]:  # checkpoints from before the (1,) gates hold 0-d gate moments
+                    for key, value in optimizer.state.get(param, {}).items():
+                        if key != "step" and torch.is_tensor(value) and value.ndim == 0 and param.shape == (1,):
+                            optimizer.state[param][key] = value.reshape(1)
         with safe_open(str(rank_file), framework="pt") as f:
             meta = f.metadata()
             rng_tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -6,8 +6,6 @@ only one layer's full weights exist at a time. Flamingo specifics:
 - each block's cross-attention is a unit of its own whose ``project_media`` is registered as a
   forward method, because the decoder-layer pre-hook projects the visual keys/values *before*
   calling the block, outside any FSDP forward;
-- FSDP2 cannot shard 0-dim parameters, so the scalar gates become 1-element vectors (the same
-  broadcasting math); checkpoints export them in their model shapes again;
 - the frozen vision encoder is left unsharded and replicated (``ignored_params``): it is small
   next to the LM, needs no gradient reduction, and the feature cache can call it directly.
 """
@@ -16,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,8 +50,13 @@ def setup(device: str = "auto") -> DistributedEnv:
     return DistributedEnv(rank, world_size, local_rank, target)
 
 
+def is_distributed() -> bool:
+    """Whether a process group is up: every collective below is a no-op without one."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.destroy_process_group()
 
 
@@ -60,7 +64,7 @@ def resolve_strategy(strategy: str, world_size: int) -> str:
     if strategy == "auto":
         return "ddp" if world_size > 1 else "none"
     if strategy in ("ddp", "fsdp") and world_size == 1:
-        return strategy if dist.is_available() and dist.is_initialized() else "none"
+        return strategy if is_distributed() else "none"
     return strategy
 
 
@@ -71,10 +75,6 @@ def shard_flamingo(model: nn.Module, env: DistributedEnv) -> nn.Module:
 
     mesh = init_device_mesh(env.device.type, (env.world_size,))
     vision = set(model.vision.parameters())
-    for module in model.modules():
-        for name, param in list(module.named_parameters(recurse=False)):
-            if param.ndim == 0 and param not in vision:
-                setattr(module, name, nn.Parameter(param.detach().reshape(1), requires_grad=param.requires_grad))
     for layer in find_decoder_layers(model.lm, model.config.decoder_layers_attr):
         fully_shard(layer, mesh=mesh)
     for block in model.language_model.gated_xattn:
@@ -106,6 +106,21 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum over ranks (identity without a process group); ``values`` is modified in place."""
-    if dist.is_available() and dist.is_initialized():
+    if is_distributed():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (any picklable object); ``value`` itself without a process group."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from flamingo_vlm.model.xattn import GATE_NAMES
 from flamingo_vlm.train.config import OptimConfig
 
 GATED_BLOCKS_PREFIX = "language_model.gated_xattn."
-GATES = ("attn_gate", "ff_gate")
 
 
 def decays(name: str, param: torch.Tensor) -> bool:
@@ -33,7 +33,7 @@ def param_group(name: str) -> str:
     and at the paper's single learning rate it barely moves in a short run (docs/results.md).
     """
     if name.startswith(GATED_BLOCKS_PREFIX):
-        return "gates" if name.endswith(GATES) else "xattn"
+        return "gates" if name.endswith(GATE_NAMES) else "xattn"
     if name.startswith("resampler."):
         return "resampler"
     if name.startswith("language_model.new_tokens."):

@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 
 from flamingo_vlm.io import write_text
 from flamingo_vlm.model.flamingo import Flamingo
+from flamingo_vlm.model.loss import num_loss_tokens
 from flamingo_vlm.model.vision_use import VisionUse, measure_vision_use
 from flamingo_vlm.train import distributed
 from flamingo_vlm.train.checkpoint import CheckpointManager
 from flamingo_vlm.train.config import TrainConfig, resolve_precision
-from flamingo_vlm.train.feature_cache import FeatureCache
+from flamingo_vlm.train.vision_feature_cache import VisionFeatureCache
 from flamingo_vlm.train.memory import checkpoint_decoder_layers
 from flamingo_vlm.train.metrics import MetricsLogger
 from flamingo_vlm.train.optim import build_optimizer, build_scheduler
@@ -78,10 +79,6 @@ class TrainerState:
     last_vision: dict[str, Any] = field(default_factory=dict)  # the latest vision-use probe
 
 
-def loss_tokens(labels: torch.Tensor) -> int:
-    return int((labels[:, 1:] != -100).sum())
-
-
 def split_batch(batch: Batch, parts: int) -> list[Batch]:
     """``parts`` micro-batches along the batch dimension (all tensors split alike)."""
     if parts == 1:
@@ -120,7 +117,6 @@ class Trainer:
         self.flamingo.train()
         if config.activation_checkpointing:
             checkpoint_decoder_layers(self.flamingo)
-        shapes = {name: p.shape for name, p in self.flamingo.named_parameters() if p.requires_grad}
         self.strategy = distributed.resolve_strategy(config.strategy, self.env.world_size)
         bf16 = resolve_precision(config.precision, self.env.device) == "bf16"
         self.autocast_dtype = torch.bfloat16 if bf16 else None
@@ -132,10 +128,10 @@ class Trainer:
         self.params = [p for p in self.flamingo.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.flamingo, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.max_steps)
-        self.feature_cache = FeatureCache(config.feature_cache, self.flamingo.vision) if config.feature_cache else None
+        self.feature_cache = VisionFeatureCache(config.feature_cache, self.flamingo.vision) if config.feature_cache else None
         self.output_dir = Path(config.output_dir)
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.checkpoint.keep_last,
-                                             sharded=self.strategy == "fsdp", export_shapes=shapes)  # fmt: skip
+                                             sharded=self.strategy == "fsdp")  # fmt: skip
         self.state = TrainerState()
 
     # ------------------------------------------------------------------------------ one step
@@ -166,7 +162,7 @@ class Trainer:
         accum = self.config.optim.grad_accum
         work = [(i, micro, weight) for i, (batch, weight) in enumerate(step.values()) for micro in split_batch(batch, accum)]
         # (datasets,) loss tokens, tokens, samples: all global, so every rank scales identically
-        counts = torch.tensor([[loss_tokens(b["labels"]), int(b["attention_mask"].sum()), b["input_ids"].shape[0]]
+        counts = torch.tensor([[num_loss_tokens(b["labels"]), int(b["attention_mask"].sum()), b["input_ids"].shape[0]]
                                for b, _ in step.values()], dtype=torch.float64)  # fmt: skip
         distributed.all_reduce_sum(counts)
         nll = torch.zeros(len(names), dtype=torch.float64)

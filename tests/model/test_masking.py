@@ -1,6 +1,6 @@
 import torch
 
-from flamingo_vlm.model.media import last_media_index, media_attention_mask
+from flamingo_vlm.model.masking import last_media_index, media_attention_mask
 
 M = 9  # the media token id in these tests
 

@@ -1,6 +1,6 @@
 """The ``open-flamingo`` package's own model, built around Hugging Face parts: the parity reference.
 
-Used by the parity tests and ``benchmarks/vs_openflamingo.py``; needs
+Used by the parity tests (``tests/convert``) and ``vs_openflamingo.py`` beside it, never by the package; needs
 ``pip install --no-deps open-flamingo==2.0.1 einops einops-exts`` (with its dependencies it would
 pin torch 2.0.1). OpenFlamingo builds its vision encoder with open_clip, which we do not install:
 its model only ever calls ``vision_encoder.visual(pixels)[1]``, the patch tokens of an open_clip

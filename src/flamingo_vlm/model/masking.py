@@ -1,4 +1,4 @@
-"""φ, the last-preceding-media index, and the cross-attention mask it induces.
+"""φ, the last-preceding-media index, the cross-attention mask it induces, and padding-aware positions.
 
 Flamingo's text tokens do not attend to every image: token ℓ attends to the visual tokens of
 φ(ℓ), the last ``<image>`` at or before ℓ (paper §2.3). This keeps the model's view of each image
@@ -35,3 +35,11 @@ def media_attention_mask(phi: torch.Tensor, num_media: int, mode: MediaAttention
     if mode == "all_previous":
         return (slots <= phi) & (phi > 0)
     raise ValueError(f"unknown media_attention mode {mode!r}")
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that ignore left padding, so a padded row matches its unpadded self (RoPE too).
+
+    attention_mask (b, T) → (b, T); a cached decoding step takes the last column.
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (b, T)

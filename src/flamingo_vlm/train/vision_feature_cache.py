@@ -20,7 +20,7 @@ from flamingo_vlm.io import save_safetensors
 from flamingo_vlm.model.vision import encoder_fingerprint
 
 
-class FeatureCache:
+class VisionFeatureCache:
     """``pixel_values (b, n, t, c, h, w)`` → ``vision_features (b, n, t, v, d)``, computing only misses."""
 
     def __init__(self, directory: str | Path, vision: nn.Module) -> None:
