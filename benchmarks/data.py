@@ -23,7 +23,15 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from flamingo_vlm.data import Document, ImageItem, ImageTextDataset, InterleavedDataset, Mixture, TextItem, VideoTextDataset
+from flamingo_vlm.data import (
+    Document,
+    ImageItem,
+    ImageTextDataset,
+    InterleavedDataset,
+    Mixture,
+    TextItem,
+    VideoTextDataset,
+)
 from flamingo_vlm.processing import FlamingoProcessor
 from flamingo_vlm.tokenization import add_flamingo_tokens, train_bpe_tokenizer
 from flamingo_vlm.video import write_video
@@ -46,7 +54,9 @@ def write_shards(root: str, records_per_kind: int = 64, shards_per_kind: int = 4
     clip = write_video([rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for _ in range(10)], fps=1.0)
     makers = {
         "interleaved": lambda i: {
-            "json": Document([x for k in range(8) for x in (TextItem(_text(rng, 40)), ImageItem(f"{k}.jpg"))]).to_json(),
+            "json": Document(
+                [x for k in range(8) for x in (TextItem(_text(rng, 40)), ImageItem(f"{k}.jpg"))]
+            ).to_json(),
             **{f"{k}.jpg": _jpeg(rng) for k in range(8)},
         },
         "image_text": lambda i: {"jpg": _jpeg(rng), "txt": _text(rng, 12)},
@@ -83,8 +93,17 @@ def tiny_step_time(tokenizer, image_size: int, batch_size: int) -> float | None:
         from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
     except ImportError:
         return None
-    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=128, n_layer=2, n_head=4, n_positions=512,
-                                    bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
+    lm = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer),
+            n_embd=128,
+            n_layer=2,
+            n_head=4,
+            n_positions=512,
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
     vision = NFNetEncoder(NFNetConfig(image_size=image_size))
     model = Flamingo.from_components(lm=lm, vision=vision, tokenizer=tokenizer, num_latents=16)
     media_id = tokenizer.convert_tokens_to_ids("<image>")
@@ -112,7 +131,9 @@ def main() -> None:
     tokenizer = train_bpe_tokenizer([" ".join(WORDS)] * 8, vocab_size=300)
     add_flamingo_tokens(tokenizer)
     mean = (0.5, 0.5, 0.5)
-    transform = FlamingoProcessor(tokenizer, image_size=args.image_size, image_mean=mean, image_std=mean).transform_image
+    transform = FlamingoProcessor(
+        tokenizer, image_size=args.image_size, image_mean=mean, image_std=mean
+    ).transform_image
 
     step_time = args.step_time
     if step_time is None:
@@ -124,8 +145,10 @@ def main() -> None:
     else:
         source = "--step-time"
     if step_time is not None:
-        print(f"training step: {step_time * 1000:.1f} ms for batch {args.batch_size} ({source}); "
-              f"it consumes {args.batch_size / step_time:.1f} samples/s")
+        print(
+            f"training step: {step_time * 1000:.1f} ms for batch {args.batch_size} ({source}); "
+            f"it consumes {args.batch_size / step_time:.1f} samples/s"
+        )
 
     with tempfile.TemporaryDirectory() as root:
         shards = write_shards(root)
@@ -134,7 +157,10 @@ def main() -> None:
             "image_text": ImageTextDataset(shards["image_text"], tokenizer, transform),
             "video_text": VideoTextDataset(shards["video_text"], tokenizer, transform),
         }
-        print(f"image size {args.image_size}, batch {args.batch_size}, {args.steps} batches, torch threads {torch.get_num_threads()}")
+        print(
+            f"image size {args.image_size}, batch {args.batch_size}, {args.steps} batches, "
+            f"torch threads {torch.get_num_threads()}"
+        )
         print(f"{'dataset':<12} {'workers':>7} {'samples/s':>10}" + (f" {'x step need':>11}" if step_time else ""))
         for name, dataset in datasets.items():
             for workers in args.workers:

@@ -45,8 +45,9 @@ def run_mode(mode: str, repeats: int, device: str) -> dict:
     enc = tok(prompts, padding=True, return_tensors="pt").to(device)
     g = torch.Generator().manual_seed(0)
     pixels = torch.randn(4, 5, 1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g).to(device)
-    kwargs = dict(pixel_values=pixels, num_beams=3, max_new_tokens=20, min_new_tokens=20, eos_token_id=[],
-                  **MODES[mode])
+    kwargs = dict(
+        pixel_values=pixels, num_beams=3, max_new_tokens=20, min_new_tokens=20, eos_token_id=[], **MODES[mode]
+    )
     model.generate(enc.input_ids, enc.attention_mask, **{**kwargs, "max_new_tokens": 2, "min_new_tokens": 0})  # warm-up
     times = []
     for _ in range(repeats):
@@ -58,10 +59,19 @@ def run_mode(mode: str, repeats: int, device: str) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     assert out.shape[1] == enc.input_ids.shape[1] + 20
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"mode": mode, "median_s": statistics.median(times), "times_s": times, "peak_bytes": peak,
-            "prompt_tokens": enc.input_ids.shape[1], "tokens": out[:, -20:].tolist()}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "mode": mode,
+        "median_s": statistics.median(times),
+        "times_s": times,
+        "peak_bytes": peak,
+        "prompt_tokens": enc.input_ids.shape[1],
+        "tokens": out[:, -20:].tolist(),
+    }
 
 
 def main() -> None:
@@ -79,8 +89,10 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--mode", mode, "--repeats", str(repeats), "--device", args.device]
         results[mode] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
     same = all(r["tokens"] == results["all_caches"]["tokens"] for r in results.values())
-    print(f"device {args.device}, torch threads {torch.get_num_threads()}, prompt "
-          f"{results['all_caches']['prompt_tokens']} tokens, 5 images x batch 4, 3 beams, 20 new tokens")
+    print(
+        f"device {args.device}, torch threads {torch.get_num_threads()}, prompt "
+        f"{results['all_caches']['prompt_tokens']} tokens, 5 images x batch 4, 3 beams, 20 new tokens"
+    )
     print(f"{'mode':<16}{'median s':>10}{'peak MiB':>10}")
     for mode, r in results.items():
         print(f"{mode:<16}{r['median_s']:>10.3f}{r['peak_bytes'] / 2**20:>10.0f}")

@@ -25,17 +25,31 @@ def build_small_components(root: str | Path, seed: int = 0) -> tuple[str, str]:
     torch.manual_seed(seed)
     texts = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 8
     tokenizer = train_bpe_tokenizer(texts, vocab_size=1024)
-    lm = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
-    ))
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=256,
+            intermediate_size=1024,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=2048,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.eos_token_id,
+        )
+    )
     lm.save_pretrained(root / "lm")
     tokenizer.save_pretrained(root / "lm")
-    vision = CLIPVisionModel(CLIPVisionConfig(
-        hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=16,
-    ))
+    vision = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=256,
+            intermediate_size=1024,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            image_size=IMAGE_SIZE,
+            patch_size=16,
+        )
+    )
     HFVisionTower(vision, drop_cls=True).save_pretrained(root / "vision")
     return str(root / "lm"), str(root / "vision")
 

@@ -28,7 +28,7 @@ from flamingo_vlm import Flamingo
 from flamingo_vlm.config import FlamingoConfig
 from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
 from flamingo_vlm.tokenization import add_flamingo_tokens, train_bpe_tokenizer
-from flamingo_vlm.train import Trainer, TrainConfig
+from flamingo_vlm.train import TrainConfig, Trainer
 from flamingo_vlm.train.config import CheckpointConfig, LoggingConfig, OptimConfig
 
 WORDS = "a red square is above a blue circle and two green triangles move to the left of the grey star".split()
@@ -39,11 +39,25 @@ def small_model(image_size: int = 224) -> Flamingo:
 
     tokenizer = train_bpe_tokenizer([" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4, vocab_size=512)
     add_flamingo_tokens(tokenizer)
-    lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=1024,
-                                      num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=512,
-                                      pad_token_id=tokenizer.pad_token_id))  # fmt: skip
-    vision = NFNetEncoder(NFNetConfig(image_size=image_size, stem_width=32, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1), hidden_size=256))
-    config = dict(num_latents=64, resampler_depth=2, resampler_heads=4, resampler_dim_head=64, xattn_heads=4, xattn_dim_head=64)
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=256,
+            intermediate_size=1024,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    vision = NFNetEncoder(
+        NFNetConfig(
+            image_size=image_size, stem_width=32, widths=(32, 64, 128, 256), depths=(1, 1, 1, 1), hidden_size=256
+        )
+    )
+    config = dict(
+        num_latents=64, resampler_depth=2, resampler_heads=4, resampler_dim_head=64, xattn_heads=4, xattn_dim_head=64
+    )
     return Flamingo(FlamingoConfig(**config), lm, vision, tokenizer)
 
 
@@ -105,10 +119,14 @@ def main() -> None:
     model = small_model(args.image_size)
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
-            optim=OptimConfig(warmup_steps=1), checkpoint=CheckpointConfig(every=10**9), logging=LoggingConfig(progress=False),
-            output_dir=tmp, max_steps=args.steps + 3, device=str(device),
+            optim=OptimConfig(warmup_steps=1),
+            checkpoint=CheckpointConfig(every=10**9),
+            logging=LoggingConfig(progress=False),
+            output_dir=tmp,
+            max_steps=args.steps + 3,
+            device=str(device),
             feature_cache=f"{tmp}/features" if args.feature_cache else None,
-        )  # fmt: skip
+        )
         trainer = Trainer(model, config, [])
         generator = torch.Generator().manual_seed(0)
         step = synthetic_step(model, args.batch_size, args.seq_len, args.images, generator)
@@ -127,7 +145,9 @@ def main() -> None:
             times.append(time.perf_counter() - begin)
         seconds = statistics.median(times)  # robust to other processes stealing a core now and then
 
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])) as prof:
+        with profile(
+            activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        ) as prof:
             trainer.train_step(step)
 
     dtype = trainer.autocast_dtype or torch.float32
@@ -136,11 +156,18 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tokens = args.batch_size * args.seq_len
-    print(f"device {device} | threads {torch.get_num_threads()} | compute dtype {dtype} | params {params / 1e6:.1f}M "
-          f"({trainable / 1e6:.1f}M trainable)")  # fmt: skip
-    print(f"batch {args.batch_size} × {args.seq_len} tokens, {args.images} images of {args.image_size}px per row"
-          f"{' (cached features)' if args.feature_cache else ''}")  # fmt: skip
-    print(f"step time        {seconds * 1e3:9.1f} ms (median of {args.steps}; min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})")
+    print(
+        f"device {device} | threads {torch.get_num_threads()} | compute dtype {dtype} | params {params / 1e6:.1f}M "
+        f"({trainable / 1e6:.1f}M trainable)"
+    )
+    print(
+        f"batch {args.batch_size} × {args.seq_len} tokens, {args.images} images of {args.image_size}px per row"
+        f"{' (cached features)' if args.feature_cache else ''}"
+    )
+    print(
+        f"step time        {seconds * 1e3:9.1f} ms "
+        f"(median of {args.steps}; min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})"
+    )
     print(f"samples/s        {args.batch_size / seconds:9.2f}")
     print(f"tokens/s         {tokens / seconds:9.1f}")
     print(f"model FLOPs/step {flops / 1e9:9.2f} GFLOP")

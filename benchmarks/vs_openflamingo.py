@@ -64,8 +64,16 @@ def build_real_components(root: str) -> tuple[str, str]:
 
     lm_dir = str(export_lm("smollm2-135m-instruct", Path(root) / "lm"))
     torch.manual_seed(0)
-    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                              num_attention_heads=12, image_size=IMAGE_SIZE, patch_size=32))  # fmt: skip
+    vision = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=IMAGE_SIZE,
+            patch_size=32,
+        )
+    )
     HFVisionTower(vision, drop_cls=True).save_pretrained(Path(root) / "vision")
     return lm_dir, str(Path(root) / "vision")
 
@@ -73,8 +81,9 @@ def build_real_components(root: str) -> tuple[str, str]:
 def build_pair(root: str, device: str, config: str = "small"):
     lm_dir, vision_dir = build_small_components(root) if config == "small" else build_real_components(root)
     torch.manual_seed(0)
-    theirs, _ = build_openflamingo(lm_dir, CLIPVisionModel.from_pretrained(vision_dir),
-                                   cross_attn_every_n_layers=1 if config == "small" else 5)  # fmt: skip
+    theirs, _ = build_openflamingo(
+        lm_dir, CLIPVisionModel.from_pretrained(vision_dir), cross_attn_every_n_layers=1 if config == "small" else 5
+    )
     with torch.no_grad():  # open the gates, as in the small config: a trained model's images matter
         for name, param in theirs.named_parameters():
             if name.endswith("_gate"):
@@ -198,14 +207,27 @@ def generators(theirs, ours: Flamingo, device: str, autocast):
     def their_generate():
         with autocast():
             out["theirs"] = theirs.generate(
-                pixels, ids, mask, num_beams=BEAMS, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
-                bad_words_ids=[[ours.media_token_id]], pad_token_id=ours.tokenizer.pad_token_id,
+                pixels,
+                ids,
+                mask,
+                num_beams=BEAMS,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                bad_words_ids=[[ours.media_token_id]],
+                pad_token_id=ours.tokenizer.pad_token_id,
             )
 
     def our_generate():
         with autocast():
-            out["ours"] = ours.generate(ids, mask, pixel_values=pixels, num_beams=BEAMS, max_new_tokens=NEW_TOKENS,
-                                        min_new_tokens=NEW_TOKENS, eos_token_id=ours.eoc_token_id)
+            out["ours"] = ours.generate(
+                ids,
+                mask,
+                pixel_values=pixels,
+                num_beams=BEAMS,
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,
+                eos_token_id=ours.eoc_token_id,
+            )
 
     return their_generate, our_generate, out
 
@@ -232,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         theirs, ours = build_pair(root, args.device, args.config)
     ids, mask, pixels = batch(ours, [PROMPT, "a " + PROMPT], "left", args.device)
     with torch.no_grad():
-        diff = (theirs.eval()(pixels, ids, mask).logits - ours.eval()(ids, mask, pixel_values=pixels).logits)
+        diff = theirs.eval()(pixels, ids, mask).logits - ours.eval()(ids, mask, pixel_values=pixels).logits
     max_diff = diff[mask.bool()].abs().max().item()
     bf16 = args.config == "real"
 
@@ -242,23 +264,29 @@ def main(argv: list[str] | None = None) -> int:
     if bf16:  # as our Trainer does: the frozen parts stored in bf16 (OpenFlamingo keeps them in fp32)
         ours.lm.to(torch.bfloat16)
         ours.vision.to(torch.bfloat16)
-    print(f"config {args.config}, device {args.device}, torch threads {torch.get_num_threads()}, "
-          f"{'bf16 autocast' if bf16 else 'fp32'}; same weights: max |logit diff| = {max_diff:.2e} (fp32)")
+    print(
+        f"config {args.config}, device {args.device}, torch threads {torch.get_num_threads()}, "
+        f"{'bf16 autocast' if bf16 else 'fp32'}; same weights: max |logit diff| = {max_diff:.2e} (fp32)"
+    )
 
     print(f"{'median of ' + str(args.repeats):<34} {'theirs ms':>10} {'ours ms':>10} {'speed-up':>9}")
     their_train, our_train, memory = train_steps(theirs, ours, args.device, autocast)
     train = compare("training step (fwd+bwd+AdamW)", their_train, our_train, args.repeats, args.device)
     their_mib, our_mib = (m.total / 2**20 for m in memory)
-    print(f"{'peak training memory (MiB)':<34} {their_mib:>10.0f} {our_mib:>10.0f} {our_mib / their_mib:>8.2f}x "
-          f"(ours / theirs; transient {memory[0].transient / 2**20:.0f} / {memory[1].transient / 2**20:.0f})")
+    print(
+        f"{'peak training memory (MiB)':<34} {their_mib:>10.0f} {our_mib:>10.0f} {our_mib / their_mib:>8.2f}x "
+        f"(ours / theirs; transient {memory[0].transient / 2**20:.0f} / {memory[1].transient / 2**20:.0f})"
+    )
     their_gen, our_gen, out = generators(theirs, ours, args.device, autocast)
     gen = compare(f"generate {BATCH}x{BEAMS} beams, {NEW_TOKENS} tokens", their_gen, our_gen, args.repeats, args.device)
     same = torch.equal(out["theirs"], out["ours"])
     print(f"identical generated tokens: {same}" + (" (bf16: rounding may differ)" if bf16 else ""))
     gen_target = 5 if args.config == "real" else 3
-    print(f"targets: training >= 1.5x ({'met' if train >= 1.5 else 'missed'}), "
-          f"generation >= {gen_target}x ({'met' if gen >= gen_target else 'missed'})"
-          + (f", memory <= 0.8x ({'met' if our_mib <= 0.8 * their_mib else 'missed'})" if bf16 else ""))
+    print(
+        f"targets: training >= 1.5x ({'met' if train >= 1.5 else 'missed'}), "
+        f"generation >= {gen_target}x ({'met' if gen >= gen_target else 'missed'})"
+        + (f", memory <= 0.8x ({'met' if our_mib <= 0.8 * their_mib else 'missed'})" if bf16 else "")
+    )
     return 0 if max_diff < 1e-3 and (same or bf16) else 1
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import CORPUS, IMAGE_SIZE, LM_FAMILIES, VOCAB, tiny_lm_config
 from transformers import AutoTokenizer
 
 from flamingo_vlm.tokenization import train_bpe_tokenizer
-from tiny import CORPUS, IMAGE_SIZE, LM_FAMILIES, VOCAB, tiny_lm_config
 
 
 @pytest.fixture(scope="session")
@@ -51,11 +51,18 @@ def vision_dirs(tmp_path_factory) -> dict[str, str]:
     from flamingo_vlm.model.vision import HFVisionTower
 
     torch.manual_seed(0)
-    vit = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
-               image_size=IMAGE_SIZE, patch_size=8)
+    vit = dict(
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
     encoders = {
-        "nfnet": NFNetEncoder(NFNetConfig(image_size=IMAGE_SIZE, stem_width=8, widths=(8, 16), depths=(1, 1),
-                                          hidden_size=24)),
+        "nfnet": NFNetEncoder(
+            NFNetConfig(image_size=IMAGE_SIZE, stem_width=8, widths=(8, 16), depths=(1, 1), hidden_size=24)
+        ),
         "clip": HFVisionTower(CLIPVisionModel(CLIPVisionConfig(**vit)), drop_cls=True),
         "siglip": HFVisionTower(SiglipVisionModel(SiglipVisionConfig(**vit)), drop_cls=False),
     }
@@ -75,9 +82,9 @@ def _seed():
 @pytest.fixture(scope="session")
 def tiny_flamingo_dir(tmp_path_factory, lm_dirs, vision_dirs) -> str:
     """A saved tiny Flamingo (Llama LM, NFNet vision at 32 px) with open gates, for end-to-end tests."""
-    from flamingo_vlm import Flamingo
-
     from tiny import tiny_flamingo_kwargs
+
+    from flamingo_vlm import Flamingo
 
     torch.manual_seed(0)
     model = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], **tiny_flamingo_kwargs())

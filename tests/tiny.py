@@ -24,20 +24,55 @@ def tiny_lm_config(family: str, vocab_size: int, eos: int):
     if family == "gpt2":
         return GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=128, **common)
     if family == "opt":
-        return OPTConfig(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=2,
-                         word_embed_proj_dim=32, max_position_embeddings=128, **common)
+        return OPTConfig(
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            word_embed_proj_dim=32,
+            max_position_embeddings=128,
+            **common,
+        )
     if family == "llama":
-        return LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=1, max_position_embeddings=128, **common)
+        return LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            **common,
+        )
     if family == "gpt_neox":
-        return GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                             max_position_embeddings=128, **common)
+        return GPTNeoXConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=128,
+            **common,
+        )
     if family == "qwen2":
-        return Qwen2Config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           num_key_value_heads=1, max_position_embeddings=128, tie_word_embeddings=True, **common)
+        return Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+            tie_word_embeddings=True,
+            **common,
+        )
     raise ValueError(family)
 
 
 def tiny_flamingo_kwargs() -> dict:
-    return dict(num_latents=4, resampler_depth=1, resampler_heads=2, resampler_dim_head=8, xattn_heads=2,
-                xattn_dim_head=8, max_frames=4)
+    return dict(
+        num_latents=4,
+        resampler_depth=1,
+        resampler_heads=2,
+        resampler_dim_head=8,
+        xattn_heads=2,
+        xattn_dim_head=8,
+        max_frames=4,
+    )

@@ -72,7 +72,8 @@ class FlamingoConfig:
             raise ValueError(f"resampler_latent_std must be > 0, got {self.resampler_latent_std}")
         if not 0 <= self.cross_attn_offset < self.cross_attn_every:
             raise ValueError(
-                f"cross_attn_offset must be in [0, cross_attn_every={self.cross_attn_every}), got {self.cross_attn_offset}"
+                f"cross_attn_offset must be in [0, cross_attn_every={self.cross_attn_every}), "
+                f"got {self.cross_attn_offset}"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -27,7 +27,9 @@ def _replace_atomically(write, path: Path) -> None:
         raise
 
 
-def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(
+    tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
     """safetensors.save_file, atomically; tensors are made contiguous and moved to CPU first."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     _replace_atomically(lambda tmp: save_file(tensors, tmp, metadata=metadata), Path(path))

@@ -14,12 +14,12 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import IMAGE_SIZE, tiny_lm_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
 from flamingo_vlm import Flamingo, FlamingoConfig
 from flamingo_vlm.cli import main as cli_main
 from flamingo_vlm.convert import from_openflamingo
-from tiny import IMAGE_SIZE, tiny_lm_config
 
 pytest.importorskip("einops_exts", reason="parity tests need: pip install einops einops-exts")
 if importlib.util.find_spec("open_flamingo") is None:  # importing it needs open_clip, which we stand in for
@@ -168,10 +168,24 @@ def test_generation_matches(pairs, family, num_beams):
     theirs, _, ours = pairs(family, 2)
     ids, mask, pixels, media_mask = make_batch(ours, "left", seed=2)
     with torch.no_grad():
-        a = theirs.generate(pixels, ids, mask, max_new_tokens=10, num_beams=num_beams,
-                            bad_words_ids=[[ours.media_token_id]], pad_token_id=ours.tokenizer.pad_token_id)
-        b = ours.generate(ids, mask, pixel_values=pixels, media_mask=media_mask, max_new_tokens=10,
-                          num_beams=num_beams, eos_token_id=ours.eoc_token_id)
+        a = theirs.generate(
+            pixels,
+            ids,
+            mask,
+            max_new_tokens=10,
+            num_beams=num_beams,
+            bad_words_ids=[[ours.media_token_id]],
+            pad_token_id=ours.tokenizer.pad_token_id,
+        )
+        b = ours.generate(
+            ids,
+            mask,
+            pixel_values=pixels,
+            media_mask=media_mask,
+            max_new_tokens=10,
+            num_beams=num_beams,
+            eos_token_id=ours.eoc_token_id,
+        )
     assert b.shape[1] > ids.shape[1]
     assert torch.equal(a, b)
 
@@ -182,8 +196,11 @@ def trainer_checkpoint(theirs) -> dict:
     for name, param in theirs.named_parameters():
         if "embed" not in name and not param.requires_grad:
             state.pop(name, None)
-    state = {k: v for k, v in state.items()
-             if not any(s in k for s in ("old_decoder_blocks", "gated_cross_attn_layers", "vision_encoder"))}
+    state = {
+        k: v
+        for k, v in state.items()
+        if not any(s in k for s in ("old_decoder_blocks", "gated_cross_attn_layers", "vision_encoder"))
+    }
     return {"epoch": 0, "model_state_dict": {f"module.{k}": v for k, v in state.items()}}
 
 
@@ -198,8 +215,22 @@ def test_trainer_checkpoint_converts_through_the_cli(pairs, lm_paths, vision_dir
     torch.save(trainer_checkpoint(theirs), ckpt)
     out = tmp_path / "converted"
     with caplog.at_level(logging.WARNING, logger="flamingo_vlm.convert.openflamingo"):
-        assert cli_main(["convert", "openflamingo", str(ckpt), "--lm", lm_paths["llama"],
-                         "--vision", vision_dirs["clip"], "--out", str(out)]) == 0
+        assert (
+            cli_main(
+                [
+                    "convert",
+                    "openflamingo",
+                    str(ckpt),
+                    "--lm",
+                    lm_paths["llama"],
+                    "--vision",
+                    vision_dirs["clip"],
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     assert "output-embedding rows" in caplog.text
     ours = Flamingo.from_pretrained(out).eval()
     ids, mask, pixels, media_mask = make_batch(ours, "right", seed=3)

@@ -19,7 +19,9 @@ def transform(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-def image_bytes(size: tuple[int, int] = (80, 80), color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG") -> bytes:
+def image_bytes(
+    size: tuple[int, int] = (80, 80), color: tuple[int, int, int] = (200, 30, 30), fmt: str = "PNG"
+) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format=fmt)
     return buffer.getvalue()

@@ -3,6 +3,7 @@ import os
 import tarfile
 
 from data_fixtures import image_bytes, noisy_jpeg, transform
+
 from flamingo_vlm.cli import main
 from flamingo_vlm.data import InterleavedDataset, Slot
 from flamingo_vlm.data.build import build_web_shards, find_pages
@@ -21,8 +22,9 @@ def make_site(root):
     (img / "garbage.png").write_bytes(b"not an image at all")
     pages = {
         "good1.html": '<p>A red square.</p><img src="img/red.png"><p>Then blue.</p><img src="img/blue.jpg"><p>End.</p>',
-        "good2.html": '<h2>Broken things</h2><img src="img/truncated.jpg"><img src="img/missing.png"><img src="img/garbage.png">'
-                      '<img src="img/tiny.png"><img src="img/red.png"><img src="img/red_copy.png"><p>only red survives</p>',
+        "good2.html": '<h2>Broken things</h2><img src="img/truncated.jpg"><img src="img/missing.png">'
+        '<img src="img/garbage.png">'
+        '<img src="img/tiny.png"><img src="img/red.png"><img src="img/red_copy.png"><p>only red survives</p>',
         "no_text.html": '<div><img src="img/red.png"></div><script>text in a script is not text</script>',
         "no_images.html": "<p>words only</p>",
         "only_bad_images.html": '<p>words</p><img src="img/garbage.png">',
@@ -49,13 +51,22 @@ def test_build_web_skips_every_bad_case_and_counts_add_up(tmp_path, tokenizer):
         names = sorted(tar.getnames())
         doc = json.loads(tar.extractfile(next(n for n in names if n.endswith(".json"))).read())
     assert [n.split(".", 1)[1] for n in names] == ["0.png", "1.jpg", "json"]  # good1.html, its images by position
-    assert [i.get("text", i.get("src")) for i in doc["items"]] == ["A red square.", "0.png", "Then blue.", "1.jpg", "End."]
+    assert [i.get("text", i.get("src")) for i in doc["items"]] == [
+        "A red square.",
+        "0.png",
+        "Then blue.",
+        "1.jpg",
+        "End.",
+    ]
     assert doc["items"][1]["width"] == 80
 
     # the shards feed the interleaved dataset
     stream = InterleavedDataset(report.shards, tokenizer, transform).samples(Slot())
     sample = next(stream)
-    assert int((sample["input_ids"] == tokenizer.convert_tokens_to_ids(MEDIA_TOKEN)).sum()) == sample["pixel_values"].shape[0]
+    assert (
+        int((sample["input_ids"] == tokenizer.convert_tokens_to_ids(MEDIA_TOKEN)).sum())
+        == sample["pixel_values"].shape[0]
+    )
 
 
 def test_cli_build_web(tmp_path, capsys):

@@ -38,8 +38,11 @@ def test_dom_order_boilerplate_and_whitespace():
 
 
 def test_src_resolution_against_url_and_custom_filter():
-    doc = parse_html('<p>x</p><img src="../a.png" width="40" height="40">', base="https://ex.com/blog/post.html",
-                     image_filter=ImageFilter(min_side=32))
+    doc = parse_html(
+        '<p>x</p><img src="../a.png" width="40" height="40">',
+        base="https://ex.com/blog/post.html",
+        image_filter=ImageFilter(min_side=32),
+    )
     assert doc.images == [ImageItem(src="https://ex.com/a.png", width=40, height=40)]
 
 

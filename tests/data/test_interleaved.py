@@ -3,10 +3,19 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from data_fixtures import image_bytes, transform, write_shard
-from flamingo_vlm.data import (Document, ImageItem, InterleavedConfig, InterleavedDataset, Slot, TextItem, document_text,
-                               interleave, sample_window)
+
+from flamingo_vlm.data import (
+    Document,
+    ImageItem,
+    InterleavedConfig,
+    InterleavedDataset,
+    Slot,
+    TextItem,
+    document_text,
+    interleave,
+    sample_window,
+)
 from flamingo_vlm.data.text import IGNORE_INDEX, tokenize_plain
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
 
@@ -17,14 +26,24 @@ def ids(tokenizer):
     return media, eoc, lambda text: tokenize_plain(tokenizer, text)
 
 
-DOC = Document([TextItem("intro text"), ImageItem("0.png"), TextItem("a red square"), TextItem("more"),
-                ImageItem("1.png"), TextItem("a blue circle")])
+DOC = Document(
+    [
+        TextItem("intro text"),
+        ImageItem("0.png"),
+        TextItem("a red square"),
+        TextItem("more"),
+        ImageItem("1.png"),
+        TextItem("a blue circle"),
+    ]
+)
 
 
 def test_previous_image_placement_exact(tokenizer, ids):
     media, eoc, tok = ids
     tokens, order = interleave(DOC, tokenizer, tie_next=False)
-    assert tokens == tok("intro text") + [eoc, media] + tok("a red square more") + [eoc, media] + tok("a blue circle") + [eoc]
+    assert tokens == tok("intro text") + [eoc, media] + tok("a red square more") + [eoc, media] + tok(
+        "a blue circle"
+    ) + [eoc]
     assert order == [0, 1]
 
 
@@ -43,8 +62,14 @@ def test_leading_image_has_no_dangling_eoc_and_literal_tokens_stay_text(tokenize
     assert tokens[0] == media and tokens.count(media) == 1 and tokens.count(eoc) == 1 and tokens[-1] == eoc
 
 
-@pytest.mark.parametrize("doc", [DOC, Document([ImageItem("0.png"), TextItem("a"), TextItem("b"), ImageItem("1.png")]),
-                                 Document([TextItem("title"), ImageItem("0.png")])])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        DOC,
+        Document([ImageItem("0.png"), TextItem("a"), TextItem("b"), ImageItem("1.png")]),
+        Document([TextItem("title"), ImageItem("0.png")]),
+    ],
+)
 def test_document_text_tokenises_like_interleave(tokenizer, doc):
     # The string an LM pretrains on must give exactly the ids the interleaved sampler feeds Flamingo.
     text = document_text(doc)
@@ -72,7 +97,10 @@ def web_shard(tmp_path):
     for p in range(3):
         items, record = [], {"__key__": f"page{p}"}
         for i in range(12):
-            items += [TextItem(f"paragraph {p} {i} " + "a red square is above a blue circle. " * 6), ImageItem(f"{i}.png")]
+            items += [
+                TextItem(f"paragraph {p} {i} " + "a red square is above a blue circle. " * 6),
+                ImageItem(f"{i}.png"),
+            ]
             record[f"{i}.png"] = image_bytes(color=(p * 40, i * 20, 0))
         record["json"] = Document(items).to_json()
         records.append(record)

@@ -4,8 +4,8 @@ import random
 
 import pytest
 import torch
-
 from data_fixtures import image_bytes, transform, write_shard
+
 from flamingo_vlm.data import ImageTextDataset, Mixture, MixtureComponent, ShardDataset, Slot, collate
 from flamingo_vlm.data.skips import BadSample
 
@@ -21,7 +21,9 @@ class KeyDataset(ShardDataset):
 
 @pytest.fixture()
 def key_shards(tmp_path):
-    return [write_shard(tmp_path / f"k{s:02d}.tar", [{"__key__": f"r{i}", "txt": "x"} for i in range(5)]) for s in range(4)]
+    return [
+        write_shard(tmp_path / f"k{s:02d}.tar", [{"__key__": f"r{i}", "txt": "x"} for i in range(5)]) for s in range(4)
+    ]
 
 
 def first_epoch_keys(dataset, slot):
@@ -61,7 +63,10 @@ def pair_shards(tmp_path):
     for name in ("red", "blue"):
         shards[name] = []
         for s in range(3):
-            records = [{"__key__": f"{name}{s}_{i}", "png": image_bytes(color=(40 * s, 10 * i, 0)), "txt": f"{name} {s} {i}"} for i in range(4)]
+            records = [
+                {"__key__": f"{name}{s}_{i}", "png": image_bytes(color=(40 * s, 10 * i, 0)), "txt": f"{name} {s} {i}"}
+                for i in range(4)
+            ]
             if name == "red" and s == 0:
                 records[1]["png"] = b"broken"
             shards[name].append(write_shard(tmp_path / f"{name}{s}.tar", records))
@@ -71,8 +76,12 @@ def pair_shards(tmp_path):
 def make_mixture(pair_shards, tokenizer, **kwargs):
     return Mixture(
         [
-            MixtureComponent(ImageTextDataset(pair_shards["red"], tokenizer, transform, max_length=16), 1.0, 2, name="red"),
-            MixtureComponent(ImageTextDataset(pair_shards["blue"], tokenizer, transform, max_length=16), 0.2, 3, name="blue"),
+            MixtureComponent(
+                ImageTextDataset(pair_shards["red"], tokenizer, transform, max_length=16), 1.0, 2, name="red"
+            ),
+            MixtureComponent(
+                ImageTextDataset(pair_shards["blue"], tokenizer, transform, max_length=16), 0.2, 3, name="blue"
+            ),
         ],
         **kwargs,
     )
@@ -93,7 +102,9 @@ def test_accumulate_draws_every_dataset_each_step(pair_shards, tokenizer, caplog
         assert red["input_ids"].shape == (2, 16) and blue["pixel_values"].shape == (3, 1, 1, 3, 16, 16)
         assert set(red) == {"input_ids", "attention_mask", "labels", "pixel_values", "media_mask"}
     # 20 red samples: all of epoch 0 (11 good records + the broken one) and part of epoch 1
-    assert set(mixture.skipped["red"]) == {"undecodable_image"} and 1 <= mixture.skipped["red"]["undecodable_image"] <= 2
+    assert (
+        set(mixture.skipped["red"]) == {"undecodable_image"} and 1 <= mixture.skipped["red"]["undecodable_image"] <= 2
+    )
     assert not mixture.skipped["blue"]
     assert "red: skipped undecodable_image=1" in caplog.text
 
@@ -112,7 +123,9 @@ def test_a_dataset_joins_at_its_start_step(pair_shards, tokenizer):
 
 
 def test_same_seed_same_stream_different_seed_different_stream(pair_shards, tokenizer):
-    run = lambda seed: fingerprint(itertools.islice(make_mixture(pair_shards, tokenizer, seed=seed), 5))
+    def run(seed):
+        return fingerprint(itertools.islice(make_mixture(pair_shards, tokenizer, seed=seed), 5))
+
     assert run(3) == run(3)
     assert run(3) != run(4)
 
@@ -140,9 +153,15 @@ def test_state_from_other_worker_count_is_rejected(pair_shards, tokenizer):
 
 def test_collate_pads_media_slots():
     def sample(n):
-        return {"input_ids": torch.zeros(4, dtype=torch.long), "attention_mask": torch.ones(4, dtype=torch.long),
-                "labels": torch.zeros(4, dtype=torch.long), "pixel_values": torch.ones(n, 1, 3, 2, 2),
-                "media_mask": torch.ones(n, dtype=torch.bool), "__position__": None}
+        return {
+            "input_ids": torch.zeros(4, dtype=torch.long),
+            "attention_mask": torch.ones(4, dtype=torch.long),
+            "labels": torch.zeros(4, dtype=torch.long),
+            "pixel_values": torch.ones(n, 1, 3, 2, 2),
+            "media_mask": torch.ones(n, dtype=torch.bool),
+            "__position__": None,
+        }
+
     batch = collate([sample(1), sample(3)])
     assert batch["pixel_values"].shape == (2, 3, 1, 3, 2, 2) and "__position__" not in batch
     assert batch["media_mask"].tolist() == [[True, False, False], [True, True, True]]

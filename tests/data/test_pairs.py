@@ -2,8 +2,8 @@ import os
 
 import pytest
 import torch
-
 from data_fixtures import image_bytes, noisy_jpeg, transform, write_shard
+
 from flamingo_vlm.data import ImageTextDataset, SkipCounts, Slot, VideoTextDataset
 from flamingo_vlm.data.shards import read_shard
 from flamingo_vlm.data.text import IGNORE_INDEX, tokenize_plain
@@ -43,8 +43,14 @@ def test_image_text_pairs_with_every_bad_case(tmp_path, tokenizer):
     ]
     shard = write_shard(tmp_path / "pairs.tar", good[:3] + bad + good[3:])
     samples, skipped = epoch(ImageTextDataset(shard, tokenizer, transform, max_length=32))
-    assert skipped == {"undecodable_image": 2, "non_utf8_text": 1, "empty_text": 1, "missing_text": 1,
-                       "missing_image": 1, "bad_caption_json": 1}
+    assert skipped == {
+        "undecodable_image": 2,
+        "non_utf8_text": 1,
+        "empty_text": 1,
+        "missing_text": 1,
+        "missing_image": 1,
+        "bad_caption_json": 1,
+    }
     assert len(samples) + sum(skipped.values()) == len(good) + len(bad)
     for s in samples:
         ids, labels = s["input_ids"], s["labels"]
@@ -73,7 +79,9 @@ def test_video_text_pairs(tmp_path, tokenizer):
     assert len(samples) == 2 and skipped == {"undecodable_video": 2}
     for s in samples:
         assert s["pixel_values"].shape == (1, 8, 3, 16, 16)
-    short_sample = next(s for s in samples if s["input_ids"][1:4].tolist() == tokenize_plain(tokenizer, "the square gets brighter")[:3])
+    short_sample = next(
+        s for s in samples if s["input_ids"][1:4].tolist() == tokenize_plain(tokenizer, "the square gets brighter")[:3]
+    )
     brightness = short_sample["pixel_values"][0, :, 0].mean(dim=(1, 2))  # (t,)
     assert torch.all(brightness[1:] >= brightness[:-1] - 1e-3)  # frames in time order
     assert brightness[-1] > brightness[0]

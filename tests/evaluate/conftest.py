@@ -85,8 +85,10 @@ def write_karpathy(root: Path, dataset: str, counts: dict[str, int]) -> None:
                 filename = f"{idx}.jpg"
                 write_image(root / "flickr30k-images" / filename, _colour(i))
                 extra = {}
-            sentences = [{"raw": f"A {_colour(i)} square.", "tokens": ["a", _colour(i), "square"]},
-                         {"raw": f"a square that is {_colour(i)}", "tokens": []}]  # fmt: skip
+            sentences = [
+                {"raw": f"A {_colour(i)} square.", "tokens": ["a", _colour(i), "square"]},
+                {"raw": f"a square that is {_colour(i)}", "tokens": []},
+            ]
             images.append({"filename": filename, "split": split, "sentences": sentences, "imgid": idx, **extra})
     (root / f"dataset_{dataset}.json").write_text(json.dumps({"images": images, "dataset": dataset}))
 

@@ -23,9 +23,29 @@ def test_flamingo_eval_runs_each_task(task, request, benchmark_writer, tmp_path,
         pytest.skip("needs the tiny_flamingo_dir fixture (a saved tiny Flamingo)")
     root = benchmark_writer(task, n_train=4, n_eval=2)
     out = tmp_path / "out"
-    argv = ["eval", "--model", str(model_dir), "--task", task, "--data-root", str(root), "--shots", "0", "2",
-            "--trials", "1", "--batch-size", "2", "--output", str(out), "--no-progress", "--device", "cpu",
-            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    argv = [
+        "eval",
+        "--model",
+        str(model_dir),
+        "--task",
+        task,
+        "--data-root",
+        str(root),
+        "--shots",
+        "0",
+        "2",
+        "--trials",
+        "1",
+        "--batch-size",
+        "2",
+        "--output",
+        str(out),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     if task == "hateful_memes":  # also: RICES, ensembling, and a template short enough for a 128-position LM
         argv += ["--rices", "--ensembles", "2", "--template", "hateful_memes=<image>{text}? {answer}<|endofchunk|>"]
     assert cli.main(argv) == 0

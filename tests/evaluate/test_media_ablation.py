@@ -71,8 +71,9 @@ def media_tensors(task: str, root, processor: FlamingoProcessor) -> tuple[dict, 
         support = spec.reader(root, spec.support_split).examples
 
     def tensors(examples):
-        return {e.id: [processor.transform_media(load_media(m, spec.media, processor)) for m in e.media]
-                for e in examples}  # fmt: skip
+        return {
+            e.id: [processor.transform_media(load_media(m, spec.media, processor)) for m in e.media] for e in examples
+        }
 
     return tensors(queries), tensors(support)
 
@@ -149,8 +150,9 @@ def test_derangement_moves_everything_and_is_seeded() -> None:
         derangement(1, random.Random(0))
 
 
-@pytest.mark.parametrize(("flags", "expected"), [([], "none"), (["--blind"], "blank"),
-                                                 (["--media-ablation", "shuffle"], "shuffle")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], "none"), (["--blind"], "blank"), (["--media-ablation", "shuffle"], "shuffle")]
+)
 def test_cli_media_ablation(flags, expected) -> None:
     from flamingo_vlm.cli import build_parser
     from flamingo_vlm.recipes.evaluate import config_from_args

@@ -67,9 +67,20 @@ class OracleFlamingo(nn.Module):
 
     run_on = ""  # text written after the answer, before <|endofchunk|>
 
-    def generate(self, input_ids, attention_mask, pixel_values, media_mask, max_new_tokens=20, num_beams=3,
-                 eos_token_id=None, stop_strings=None):  # fmt: skip
-        assert eos_token_id == [self.eoc_token_id] + [self.tokenizer.eos_token_id] * (self.tokenizer.eos_token_id is not None)
+    def generate(
+        self,
+        input_ids,
+        attention_mask,
+        pixel_values,
+        media_mask,
+        max_new_tokens=20,
+        num_beams=3,
+        eos_token_id=None,
+        stop_strings=None,
+    ):
+        assert eos_token_id == [self.eoc_token_id] + [self.tokenizer.eos_token_id] * (
+            self.tokenizer.eos_token_id is not None
+        )
         answers = [self.answer_for(c) + self.run_on for c in self._query_colours(pixel_values, media_mask)]
         new = [self.tokenizer(" " + a, add_special_tokens=False).input_ids + [self.eoc_token_id] for a in answers]
         width = max(map(len, new))
@@ -99,9 +110,14 @@ def oracle(tokenizer_dir, fixture_colours):
 
 @pytest.mark.parametrize(
     ("task", "metric", "expected"),
-    [("vqav2", "vqa_accuracy", 100.0), ("msrvttqa", "top1", 100.0), ("imagenet", "top1", 100.0),
-     ("hateful_memes", "roc_auc", 100.0), ("coco", "bleu4", None)],
-)  # fmt: skip
+    [
+        ("vqav2", "vqa_accuracy", 100.0),
+        ("msrvttqa", "top1", 100.0),
+        ("imagenet", "top1", 100.0),
+        ("hateful_memes", "roc_auc", 100.0),
+        ("coco", "bleu4", None),
+    ],
+)
 def test_oracle_scores_perfectly(task, metric, expected, oracle, benchmark_writer, tmp_path) -> None:
     model, proc = oracle(task)
     root = benchmark_writer(task, n_train=6, n_eval=4)
@@ -128,7 +144,9 @@ def test_generation_ends_at_the_next_label(run_on, oracle, benchmark_writer) -> 
     model, proc = oracle("vqav2")
     model.run_on = run_on
     root = benchmark_writer("vqav2", n_train=6, n_eval=4)
-    result, rows = Evaluator(model, proc, EvalConfig(shots=(2,), trials=1, progress=False)).evaluate(get_task("vqav2"), root)
+    result, rows = Evaluator(model, proc, EvalConfig(shots=(2,), trials=1, progress=False)).evaluate(
+        get_task("vqav2"), root
+    )
     assert result["shots"]["2"]["mean"]["vqa_accuracy"] == pytest.approx(100.0)
     assert all(r["prediction"] in model.colours for r in rows)
 
@@ -151,8 +169,10 @@ def test_bad_inputs_are_reported(oracle, benchmark_writer, tmp_path) -> None:
     (root / "train2014" / "COCO_train2014_000000000000.jpg").write_bytes(b"broken support")
     config = EvalConfig(shots=(4,), trials=2, progress=False)
     result, rows = Evaluator(model, proc, config).evaluate(get_task("vqav2"), root)
-    assert result["bad_inputs"] == {"eval": {"missing_media": 1, "undecodable_media": 1},
-                                    "support": {"undecodable_media": 1}}  # fmt: skip
+    assert result["bad_inputs"] == {
+        "eval": {"missing_media": 1, "undecodable_media": 1},
+        "support": {"undecodable_media": 1},
+    }
     assert (result["num_eval_records"], result["num_queries"], result["num_evaluated"]) == (4, 3, 2)
     assert result["shots"]["4"]["mean"]["vqa_accuracy"] == pytest.approx(100.0)
     assert all("0" not in r["support_ids"] for r in rows if r["seed"] == 1)  # never reused once broken

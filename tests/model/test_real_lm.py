@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny_flamingo_kwargs
 
 from flamingo_vlm import Flamingo
 from flamingo_vlm.model.causal_lm import PACKAGED_LMS, packaged_file
-from tiny import tiny_flamingo_kwargs
 
 SMOL = "smollm2-135m-instruct"
 
@@ -98,8 +98,13 @@ def test_the_bare_lm_works_after_wrapping(smol_checkpoint):
     lm = AutoModelForCausalLM.from_pretrained(smol_checkpoint / "lm").eval()
     ids = torch.tensor([[504, 3575, 282, 4649, 314]])
     before = lm(input_ids=ids).logits
-    model = Flamingo.from_components(lm, str(smol_checkpoint / "vision"), cross_attn_every=10,
-                                     tokenizer=AutoTokenizer.from_pretrained(smol_checkpoint), **tiny_flamingo_kwargs())
+    model = Flamingo.from_components(
+        lm,
+        str(smol_checkpoint / "vision"),
+        cross_attn_every=10,
+        tokenizer=AutoTokenizer.from_pretrained(smol_checkpoint),
+        **tiny_flamingo_kwargs(),
+    )
     with torch.no_grad():
         for block in model.language_model.gated_xattn:
             block.attn_gate.fill_(0.5)

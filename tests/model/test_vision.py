@@ -1,10 +1,9 @@
 import pytest
 import torch
+from tiny import IMAGE_SIZE
 
 from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
 from flamingo_vlm.model.vision import load_vision_encoder
-
-from tiny import IMAGE_SIZE
 
 
 @pytest.mark.parametrize("name,tokens", [("nfnet", 16), ("clip", 16), ("siglip", 16)])

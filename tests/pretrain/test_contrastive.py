@@ -24,7 +24,9 @@ def test_contrastive_pretraining_learns_to_match_images_and_captions(tokenizer_d
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     vision = NFNetEncoder(NFNetConfig(image_size=32, stem_width=8, widths=(8, 16), depths=(1, 1), hidden_size=16))
     before = {k: v.clone() for k, v in vision.state_dict().items()}
-    config = ContrastiveConfig(steps=60, lr=3e-3, warmup_steps=5, embed_dim=16, text_width=32, text_layers=1, text_heads=2)
+    config = ContrastiveConfig(
+        steps=60, lr=3e-3, warmup_steps=5, embed_dim=16, text_width=32, text_layers=1, text_heads=2
+    )
     history = pretrain_vision_encoder(vision, colour_batches(tok), len(tok), config)
     assert sum(history[-10:]) / 10 < 0.5 * sum(history[:5]) / 5
     assert any(not torch.equal(before[k], v) for k, v in vision.state_dict().items())

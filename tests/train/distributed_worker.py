@@ -15,7 +15,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from flamingo_vlm.train import Trainer, TrainConfig, distributed
+from flamingo_vlm.train import TrainConfig, Trainer, distributed
 from flamingo_vlm.train.build import build_model
 
 
@@ -26,7 +26,9 @@ def global_steps(config: TrainConfig, model, count: int) -> list[dict]:
     from flamingo_vlm.train.build import build_dataset
 
     processor = FlamingoProcessor.from_model(model)
-    components = [MixtureComponent(build_dataset(d, processor, 0), d.weight, d.batch_size, d.name) for d in config.data.datasets]
+    components = [
+        MixtureComponent(build_dataset(d, processor, 0), d.weight, d.batch_size, d.name) for d in config.data.datasets
+    ]
     return list(itertools.islice(Mixture(components, rank=0, world_size=1), count))
 
 
@@ -43,7 +45,9 @@ def main(spec_path: str) -> None:
     env = distributed.setup("cpu")
     results = {}
     for strategy in ("ddp", "fsdp"):
-        config = TrainConfig.from_dict({**spec["config"], "strategy": strategy, "output_dir": f"{spec['out']}/{strategy}"})
+        config = TrainConfig.from_dict(
+            {**spec["config"], "strategy": strategy, "output_dir": f"{spec['out']}/{strategy}"}
+        )
         model = build_model(config)
         steps = [shard_rows(s, env.rank, env.world_size) for s in global_steps(config, model, config.max_steps)]
         trainer = Trainer(model, config, steps, env)
@@ -59,7 +63,8 @@ def main(spec_path: str) -> None:
                 "losses": [{k: v for k, v in m.items() if k.startswith("loss/")} for m in metrics],
                 "reload_max_diff": max((trained[n] - reloaded[n]).abs().max().item() for n in trained),
                 "reloaded_step": fresh.state.step,
-                "checkpoint": trainer.summary()["checkpoint"] or f"{config.output_dir}/checkpoints/step-{config.max_steps:08d}",
+                "checkpoint": trainer.summary()["checkpoint"]
+                or f"{config.output_dir}/checkpoints/step-{config.max_steps:08d}",
             }
         dist.barrier()
     if env.is_main:

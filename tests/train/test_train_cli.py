@@ -11,9 +11,15 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
 def test_flamingo_train_on_real_shards_then_resume(lm_dirs, vision_dirs, train_shards, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", str(CONFIGS / "tiny-cpu.yaml"), f"model.lm={lm_dirs['llama']}", f"model.vision={vision_dirs['nfnet']}",
-            f"data.datasets.0.shards={json.dumps(train_shards['web'])}", f"data.datasets.1.shards={json.dumps(train_shards['pairs'])}",
-            f"output_dir={out}"]  # fmt: skip
+    args = [
+        "train",
+        str(CONFIGS / "tiny-cpu.yaml"),
+        f"model.lm={lm_dirs['llama']}",
+        f"model.vision={vision_dirs['nfnet']}",
+        f"data.datasets.0.shards={json.dumps(train_shards['web'])}",
+        f"data.datasets.1.shards={json.dumps(train_shards['pairs'])}",
+        f"output_dir={out}",
+    ]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 4 and summary["skipped_steps"] == 0 and summary["tokens_per_s"] > 0
@@ -42,8 +48,10 @@ def test_unknown_config_key_is_named(tmp_path):
 
 
 def test_overrides_and_type_checks(tmp_path):
-    config = TrainConfig.load(CONFIGS / "flamingo-paper.yaml", ["optim.lr=3e-4", "data.datasets.3.weight=0.5",
-                                                                "optim.grad_clip=null", "max_steps=10"])  # fmt: skip
+    config = TrainConfig.load(
+        CONFIGS / "flamingo-paper.yaml",
+        ["optim.lr=3e-4", "data.datasets.3.weight=0.5", "optim.grad_clip=null", "max_steps=10"],
+    )
     assert config.optim.lr == 3e-4 and config.data.datasets[3].weight == 0.5 and config.optim.grad_clip is None
     assert [d.weight for d in config.data.datasets[:3]] == [1.0, 0.2, 0.2] and config.optim.warmup_steps == 5000
     with pytest.raises(ValueError, match="optim.schedule must be one of"):
@@ -65,14 +73,27 @@ def test_flamingo_run_launches_train_on_two_processes(lm_dirs, vision_dirs, trai
     import sys
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "flamingo_vlm", "run", "train", str(CONFIGS / "tiny-cpu.yaml"),
-               f"model.lm={lm_dirs['llama']}", f"model.vision={vision_dirs['nfnet']}",
-               f"data.datasets.0.shards={json.dumps(train_shards['web'])}",
-               f"data.datasets.1.shards={json.dumps(train_shards['pairs'])}", f"output_dir={out}", "max_steps=2",
-               "--nproc-per-node", "2"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "flamingo_vlm",
+        "run",
+        "train",
+        str(CONFIGS / "tiny-cpu.yaml"),
+        f"model.lm={lm_dirs['llama']}",
+        f"model.vision={vision_dirs['nfnet']}",
+        f"data.datasets.0.shards={json.dumps(train_shards['web'])}",
+        f"data.datasets.1.shards={json.dumps(train_shards['pairs'])}",
+        f"output_dir={out}",
+        "max_steps=2",
+        "--nproc-per-node",
+        "2",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert done.returncode == 0, done.stderr[-5000:]
-    assert json.loads(done.stdout[done.stdout.index("{"):])["steps"] == 2  # one summary: rank 0's
+    assert json.loads(done.stdout[done.stdout.index("{") :])["steps"] == 2  # one summary: rank 0's
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2]
     assert (out / "checkpoints" / "step-00000002").is_dir()

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import torch
+from distributed_worker import global_steps
 from safetensors.torch import load_file
 
 from flamingo_vlm.train import Trainer
 from flamingo_vlm.train.build import build_model
 from flamingo_vlm.train.config import CheckpointConfig
-from distributed_worker import global_steps
 
 LOSS_RTOL = 1e-5  # fp32, same kernels; only the order of the cross-rank reductions differs
 WEIGHT_ATOL = 1e-5
@@ -38,12 +38,20 @@ def test_ddp_and_fsdp_match_single_process(make_config, tmp_path):
     spec = {"config": config.to_dict(), "out": str(tmp_path / "dist"), "result": str(tmp_path / "result.json")}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     worker = Path(__file__).with_name("distributed_worker.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               str(worker), str(tmp_path / "spec.json")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        str(worker),
+        str(tmp_path / "spec.json"),
+    ]
     # The workers import the same flamingo_vlm as this process (a PYTHONPATH checkout, not the installed one).
     pythonpath = os.pathsep.join(p for p in (str(worker.parent), os.environ.get("PYTHONPATH", "")) if p)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": pythonpath})  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": pythonpath}
+    )
     assert done.returncode == 0, done.stderr[-5000:]
     results = json.loads((tmp_path / "result.json").read_text())
 

@@ -1,5 +1,4 @@
 import json
-import warnings
 
 import pytest
 import torch
@@ -93,10 +92,15 @@ def test_checkpoint_with_0d_gates_resumes(make_config, tmp_path):
     trainer, _ = run(config)
     path = trainer.checkpoints.checkpoints()[-1]
     trainer_state = json.loads((path / "trainer_state.json").read_text())
-    gate_ids = {str(i) for i, name in enumerate(n for g in trainer_state["optimizer"]["param_groups"]
-                                                for n in g["param_names"]) if name.endswith("_gate")}  # fmt: skip
-    for name, is_gate in (("flamingo.safetensors", lambda k: k.endswith("_gate")),
-                          ("optimizer.safetensors", lambda k: k.split(".")[0] in gate_ids and not k.endswith(".step"))):
+    gate_ids = {
+        str(i)
+        for i, name in enumerate(n for g in trainer_state["optimizer"]["param_groups"] for n in g["param_names"])
+        if name.endswith("_gate")
+    }
+    for name, is_gate in (
+        ("flamingo.safetensors", lambda k: k.endswith("_gate")),
+        ("optimizer.safetensors", lambda k: k.split(".")[0] in gate_ids and not k.endswith(".step")),
+    ):
         tensors = load_file(path / name)
         assert any(is_gate(k) for k in tensors)
         save_file({k: v.reshape(()) if is_gate(k) else v for k, v in tensors.items()}, path / name)

@@ -37,7 +37,7 @@ def test_lambda_weights_each_datasets_contribution(make_config, tiny_model, step
     got = grads(trainer.flamingo)
 
     reference = open_gates(tiny_model())
-    for name, (batch, weight) in step.items():
+    for batch, weight in step.values():
         (weight * reference(**batch).loss).backward()  # the model's own mean loss, hand-weighted
     expected = grads(reference)
     assert got.keys() == expected.keys() and len(got) > 10
@@ -132,7 +132,9 @@ def test_weight_decay_only_on_gated_block_matrices(make_config, tiny_model):
     trainable = {n for n, p in trainer.flamingo.named_parameters() if p.requires_grad}
     assert plain == trainable - decayed
     # no decay on gates, norms, resampler (latents and matrices alike) or the new token rows
-    assert {f"language_model.gated_xattn.0.{g}" for g in ("attn_gate", "ff_gate", "attn.norm.weight", "ff.0.bias")} <= plain
+    assert {
+        f"language_model.gated_xattn.0.{g}" for g in ("attn_gate", "ff_gate", "attn.norm.weight", "ff.0.bias")
+    } <= plain
     assert "resampler.latents" in plain and "resampler.layers.0.0.to_q.weight" in plain
     assert "language_model.new_tokens.input" in plain
 
@@ -184,7 +186,9 @@ def test_lr_multipliers_scale_each_group_and_follow_the_schedule(make_config, ti
     assert lrs["language_model.gated_xattn.0.attn.to_q.weight"] == pytest.approx(base)
     assert lrs["language_model.new_tokens.input"] == pytest.approx(base)
     trainer.scheduler.step()
-    gate_group = next(g for g in trainer.optimizer.param_groups if "language_model.gated_xattn.0.ff_gate" in g["param_names"])
+    gate_group = next(
+        g for g in trainer.optimizer.param_groups if "language_model.gated_xattn.0.ff_gate" in g["param_names"]
+    )
     assert gate_group["lr"] == pytest.approx(100 * config.optim.lr * lr_multiplier(1, config.optim, config.max_steps))
 
 

@@ -61,9 +61,12 @@ def test_web_pages_become_documents_in_dom_order(world):
 
 @pytest.mark.parametrize(
     ("name", "cls", "count"),
-    [("web", InterleavedDataset, SIZES.pages), ("pairs", ImageTextDataset, SIZES.pairs),
-     ("videos", VideoTextDataset, SIZES.videos)],
-)  # fmt: skip
+    [
+        ("web", InterleavedDataset, SIZES.pages),
+        ("pairs", ImageTextDataset, SIZES.pairs),
+        ("videos", VideoTextDataset, SIZES.videos),
+    ],
+)
 def test_training_shards_build_batches(world, world_tokenizer, name, cls, count):
     dataset = cls(str(world / "train" / name), world_tokenizer, transform, seed=0)
     samples, skipped = one_epoch(dataset)

@@ -18,8 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     of.add_argument("--lm", required=True, help="the LM it was trained on (hub id or directory)")
     of.add_argument("--vision", required=True, help="the HF CLIP vision tower (e.g. openai/clip-vit-large-patch14)")
     of.add_argument("--out", required=True, help="output directory")
-    of.add_argument("--cross-attn-every-n-layers", type=int, default=None,
-                    help="check against this value (inferred from the checkpoint by default)")
+    of.add_argument(
+        "--cross-attn-every-n-layers",
+        type=int,
+        default=None,
+        help="check against this value (inferred from the checkpoint by default)",
+    )
     of.add_argument("--full", action="store_true", help="also copy the LM and vision tower into --out")
     of.set_defaults(func=run_openflamingo)
     gguf = commands.add_parser(
@@ -36,8 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_openflamingo(args: argparse.Namespace) -> int:
     from flamingo_vlm.convert.openflamingo import from_openflamingo
 
-    model = from_openflamingo(args.checkpoint, args.lm, args.vision,
-                              cross_attn_every_n_layers=args.cross_attn_every_n_layers)
+    model = from_openflamingo(
+        args.checkpoint, args.lm, args.vision, cross_attn_every_n_layers=args.cross_attn_every_n_layers
+    )
     model.save_pretrained(args.out, full=args.full)
     blocks = model.language_model.xattn_layer_ids
     print(f"converted {args.checkpoint} -> {args.out} ({len(blocks)} cross-attention blocks before layers {blocks})")

@@ -239,7 +239,8 @@ def _trainable_state(model: Flamingo, ckpt: OpenFlamingoCheckpoint) -> dict[str,
         logger.warning(
             "the checkpoint has no output-embedding rows for %s/%s (OpenFlamingo re-draws them at random on "
             "every load); using the mean of the LM's output embeddings instead",
-            MEDIA_TOKEN, EOC_TOKEN,
+            MEDIA_TOKEN,
+            EOC_TOKEN,
         )
         state[output_key] = new.output.detach().clone()
 

@@ -38,8 +38,10 @@ class BuildReport:
 
     def summary(self) -> str:
         return (
-            f"pages: kept {self.pages_kept}, skipped {sum(self.pages_skipped.values())} ({self.pages_skipped.summary()})\n"
-            f"images: kept {self.images_kept}, skipped {sum(self.images_skipped.values())} ({self.images_skipped.summary()})\n"
+            f"pages: kept {self.pages_kept}, "
+            f"skipped {sum(self.pages_skipped.values())} ({self.pages_skipped.summary()})\n"
+            f"images: kept {self.images_kept}, "
+            f"skipped {sum(self.images_skipped.values())} ({self.images_skipped.summary()})\n"
             f"shards: {len(self.shards)}"
         )
 
@@ -90,7 +92,9 @@ def page_record(
         html = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadSample("non_utf8_text", str(e)) from e
-    parsed = parse_html(html, base=os.path.dirname(os.path.abspath(path)), image_filter=image_filter, skipped=images_skipped, url=path)
+    parsed = parse_html(
+        html, base=os.path.dirname(os.path.abspath(path)), image_filter=image_filter, skipped=images_skipped, url=path
+    )
     if not any(t.text for t in parsed.texts):
         raise BadSample("no_text")
     if len(parsed.images) > max_images:  # checked before decoding: galleries are expensive and useless
@@ -141,7 +145,9 @@ def build_web_shards(
         for index, path in enumerate(tqdm(pages, desc="pages", unit="page", disable=not progress)):
             images_skipped = SkipCounts()
             try:
-                record, n_images = page_record(path, f"page{index:09d}", image_filter, max_images_per_page, images_skipped)
+                record, n_images = page_record(
+                    path, f"page{index:09d}", image_filter, max_images_per_page, images_skipped
+                )
             except BadSample as e:
                 report.pages_skipped.skip(e.reason, e.detail, path)
                 continue

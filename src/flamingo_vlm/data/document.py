@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Union
 
 from flamingo_vlm.data.skips import BadSample
 
@@ -28,7 +27,7 @@ class ImageItem:
     height: int | None = None
 
 
-Item = Union[TextItem, ImageItem]
+Item = TextItem | ImageItem
 
 
 @dataclass
@@ -45,7 +44,10 @@ class Document:
         return [item for item in self.items if isinstance(item, TextItem)]
 
     def to_json(self) -> str:
-        items = [{"type": "text", **asdict(i)} if isinstance(i, TextItem) else {"type": "image", **asdict(i)} for i in self.items]
+        items = [
+            {"type": "text", **asdict(i)} if isinstance(i, TextItem) else {"type": "image", **asdict(i)}
+            for i in self.items
+        ]
         return json.dumps({"url": self.url, "items": items}, ensure_ascii=False)
 
     @classmethod

@@ -22,18 +22,64 @@ from flamingo_vlm.data.skips import SkipCounts
 
 # Removed with their content: never part of the page's prose.
 BOILERPLATE_TAGS = (
-    "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed",
-    "nav", "header", "footer", "aside", "form", "button", "select", "textarea", "menu", "head",
-)  # fmt: skip
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "canvas",
+    "iframe",
+    "object",
+    "embed",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "form",
+    "button",
+    "select",
+    "textarea",
+    "menu",
+    "head",
+)
 
 # Elements whose start or end separates text blocks; inline elements (b, a, span...) do not.
 BLOCK_TAGS = frozenset(
     {
-        "p", "div", "section", "article", "main", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul",
-        "ol", "dl", "dt", "dd", "figure", "figcaption", "caption", "table", "tr", "td", "th",
-        "blockquote", "pre", "br", "hr", "body", "address", "details", "summary",
+        "p",
+        "div",
+        "section",
+        "article",
+        "main",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "li",
+        "ul",
+        "ol",
+        "dl",
+        "dt",
+        "dd",
+        "figure",
+        "figcaption",
+        "caption",
+        "table",
+        "tr",
+        "td",
+        "th",
+        "blockquote",
+        "pre",
+        "br",
+        "hr",
+        "body",
+        "address",
+        "details",
+        "summary",
     }
-)  # fmt: skip
+)
 
 _WHITESPACE = re.compile(r"\s+")
 

@@ -47,7 +47,9 @@ class _WorkerStream(IterableDataset):
     logical worker ``batches % n``, but a fresh DataLoader always asks physical worker 0 first.
     """
 
-    def __init__(self, dataset: ShardDataset, seed: int, rank: int, world_size: int, starts: list[Position], offset: int) -> None:
+    def __init__(
+        self, dataset: ShardDataset, seed: int, rank: int, world_size: int, starts: list[Position], offset: int
+    ) -> None:
         super().__init__()
         self.dataset, self.seed, self.rank, self.world_size = dataset, seed, rank, world_size
         self.starts, self.offset = starts, offset
@@ -77,8 +79,9 @@ class Mixture:
     """Infinite stream of steps; each step maps dataset name → ``(batch, λ)``.
 
     ``schedule="accumulate"`` (paper) gives every dataset in every step; ``"round_robin"`` gives one
-    dataset per step, in turn. A dataset with ``start_step`` s joins from step s on (pairs first, say).  Shards are split across distributed ranks (from ``torch.distributed``
-    unless given) and DataLoader workers; epochs reshuffle; everything follows from ``seed``.
+    dataset per step, in turn. A dataset with ``start_step`` s joins from step s on (pairs first, say).
+    Shards are split across distributed ranks (from ``torch.distributed`` unless given) and DataLoader
+    workers; epochs reshuffle; everything follows from ``seed``.
     Skipped records are counted per dataset in :attr:`skipped` and logged.
 
     Only one iterator should be live at a time: a new ``iter(mixture)`` continues from the batches
@@ -103,8 +106,10 @@ class Mixture:
         for i, c in enumerate(self.components):
             c.name = c.name or f"{type(c.dataset).__name__}_{i}"
             if c.weight < 0 or c.batch_size < 1 or c.start_step < 0:
-                raise ValueError(f"{c.name}: λ, batch_size and start_step must be >= 0, >= 1 and >= 0, "
-                                 f"got {c.weight}, {c.batch_size}, {c.start_step}")  # fmt: skip
+                raise ValueError(
+                    f"{c.name}: λ, batch_size and start_step must be >= 0, >= 1 and >= 0, "
+                    f"got {c.weight}, {c.batch_size}, {c.start_step}"
+                )
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
             raise ValueError(f"dataset names must be unique, got {names}")
@@ -114,7 +119,9 @@ class Mixture:
             raise ValueError("give both rank and world_size, or neither")
         if rank is None:
             distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-            rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+            rank, world_size = (
+                (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
+            )
         self.schedule, self.seed, self.num_workers = schedule, seed, num_workers
         self.rank, self.world_size, self.pin_memory = rank, world_size, pin_memory
         self.step = 0
@@ -147,7 +154,9 @@ class Mixture:
         self._batches[name] += 1
         if skipped:
             self.skipped[name].merge(skipped)
-            logger.warning("%s: skipped %s (total so far: %s)", name, SkipCounts(skipped).summary(), self.skipped[name].summary())
+            logger.warning(
+                "%s: skipped %s (total so far: %s)", name, SkipCounts(skipped).summary(), self.skipped[name].summary()
+            )
         return batch
 
     def __iter__(self) -> Iterator[dict[str, tuple[Batch, float]]]:
@@ -181,7 +190,9 @@ class Mixture:
                 f"with {self.num_workers} x {self.world_size}: the shard split would differ"
             )
         if set(state["datasets"]) != set(self._batches):
-            raise ValueError(f"state is for datasets {sorted(state['datasets'])}, this mixture has {sorted(self._batches)}")
+            raise ValueError(
+                f"state is for datasets {sorted(state['datasets'])}, this mixture has {sorted(self._batches)}"
+            )
         self.step = state["step"]
         for name, entry in state["datasets"].items():
             self._batches[name] = entry["batches"]

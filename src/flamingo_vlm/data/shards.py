@@ -94,7 +94,9 @@ def read_shard(path: str, skipped: SkipCounts) -> Iterator[Record]:
                     current = {"__key__": key, "__url__": path}
                 current[extension.lower()] = entry["data"]
     except (tarfile.TarError, OSError, EOFError) as e:
-        skipped.skip("truncated_shard" if isinstance(e, (tarfile.TarError, EOFError)) else "unreadable_shard", str(e), path)
+        skipped.skip(
+            "truncated_shard" if isinstance(e, (tarfile.TarError, EOFError)) else "unreadable_shard", str(e), path
+        )
         return
     if current is not None:
         yield current
@@ -131,7 +133,9 @@ class ShardDataset(IterableDataset):
     sample, by reason).  :func:`~flamingo_vlm.data.collate.collate` ignores both.
     """
 
-    def __init__(self, shards: str | os.PathLike | Sequence[str | os.PathLike], seed: int = 0, shuffle_buffer: int = 64) -> None:
+    def __init__(
+        self, shards: str | os.PathLike | Sequence[str | os.PathLike], seed: int = 0, shuffle_buffer: int = 64
+    ) -> None:
         super().__init__()
         self.shards = expand_shards(shards)
         self.seed = seed
@@ -143,7 +147,9 @@ class ShardDataset(IterableDataset):
     def _raw_records(self, slot: Slot, epoch: int, seed: int, skipped: SkipCounts) -> Iterator[Record | None]:
         """The slot's share of the epoch's records; yields ``None`` after each counted skip."""
         if len(self.shards) < slot.world_size:
-            raise ValueError(f"{len(self.shards)} shards cannot be split across {slot.world_size} ranks; write more shards")
+            raise ValueError(
+                f"{len(self.shards)} shards cannot be split across {slot.world_size} ranks; write more shards"
+            )
         order = list(self.shards)
         _rng(seed, epoch, "shards").shuffle(order)  # same order on every slot: the split stays disjoint
         if len(order) >= slot.count:
@@ -168,7 +174,9 @@ class ShardDataset(IterableDataset):
         while True:
             emitted, index = 0, 0
             raw = SkipCounts()
-            records = _shuffled(self._raw_records(slot, epoch, seed, raw), self.shuffle_buffer, _rng(seed, epoch, slot.index, "buffer"))
+            records = _shuffled(
+                self._raw_records(slot, epoch, seed, raw), self.shuffle_buffer, _rng(seed, epoch, slot.index, "buffer")
+            )
             for record in records:
                 if record is None:  # a shard-level skip; counted only when past the resume point
                     if index >= resume_index:

@@ -20,7 +20,10 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
     media_id, eoc_id = tokenizer.convert_tokens_to_ids([MEDIA_TOKEN, EOC_TOKEN])
     missing = [t for t, i in ((MEDIA_TOKEN, media_id), (EOC_TOKEN, eoc_id)) if i is None or i == tokenizer.unk_token_id]
     if missing or tokenizer.pad_token_id is None:
-        raise ValueError(f"tokenizer lacks {missing or 'a pad token'}: call flamingo_vlm.tokenization.add_flamingo_tokens(tokenizer) first")
+        raise ValueError(
+            f"tokenizer lacks {missing or 'a pad token'}: "
+            "call flamingo_vlm.tokenization.add_flamingo_tokens(tokenizer) first"
+        )
     return media_id, eoc_id
 
 

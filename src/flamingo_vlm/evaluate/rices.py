@@ -22,7 +22,6 @@ from safetensors.torch import load_file
 
 from flamingo_vlm.evaluate.media_loading import MediaError, load_media
 from flamingo_vlm.io import save_safetensors, sha256_file
-from flamingo_vlm.model.vision import encoder_fingerprint
 from flamingo_vlm.processing import FlamingoProcessor
 
 logger = logging.getLogger(__name__)

@@ -182,8 +182,10 @@ class Evaluator:
                 run.broken_queries.add(i)
         usable = [i for i in range(len(run.queries)) if i not in run.broken_queries]
         if len(usable) < 2:
-            raise ValueError(f"{run.spec.name}: media_ablation='shuffle' swaps media between eval queries and "
-                             f"needs at least 2 with decodable media, got {len(usable)} of {len(run.queries)}")
+            raise ValueError(
+                f"{run.spec.name}: media_ablation='shuffle' swaps media between eval queries and "
+                f"needs at least 2 with decodable media, got {len(usable)} of {len(run.queries)}"
+            )
         order = derangement(len(usable), random.Random(f"{run.spec.name}/shuffle/{self.config.seed}"))
         run.donors = {usable[i]: usable[j] for i, j in enumerate(order)}
 
@@ -238,8 +240,10 @@ class Evaluator:
     def _episode_support(self, run: _TaskRun, query: Example, shots: int, rng: random.Random):
         """The episode's own first ``shots`` support examples, in a per-trial order; 0 shots: none."""
         if len(query.support) < shots:
-            raise ValueError(f"{run.spec.name}: episode {query.id} has {len(query.support)} support examples, "
-                             f"fewer than {shots} shots")
+            raise ValueError(
+                f"{run.spec.name}: episode {query.id} has {len(query.support)} support examples, "
+                f"fewer than {shots} shots"
+            )
         chosen = rng.sample(query.support[:shots], shots)
         return [(example, self._load(run, example)) for example in chosen], False
 
@@ -271,11 +275,16 @@ class Evaluator:
     def _generate(self, run: _TaskRun, batch: Sequence[_Query]) -> list[Prediction]:
         """Beam search up to ``<|endofchunk|>``, or to the template's next label (a new ``Question:``)."""
         inputs = self._inputs([q.prompts[0] for q in batch], [q.media[0] for q in batch])
-        out = self.model.generate(**inputs, max_new_tokens=run.spec.max_new_tokens, num_beams=self.config.num_beams,
-                                  eos_token_id=default_stop_ids(self.model),
-                                  stop_strings=[*run.template.labels, "\n"])  # fmt: skip
-        texts = self.processor.batch_decode(out, prompt_length=inputs["input_ids"].shape[1],
-                                            stop_labels=run.template.labels)  # fmt: skip
+        out = self.model.generate(
+            **inputs,
+            max_new_tokens=run.spec.max_new_tokens,
+            num_beams=self.config.num_beams,
+            eos_token_id=default_stop_ids(self.model),
+            stop_strings=[*run.template.labels, "\n"],
+        )
+        texts = self.processor.batch_decode(
+            out, prompt_length=inputs["input_ids"].shape[1], stop_labels=run.template.labels
+        )
         return [Prediction(text) for text in texts]
 
     def _rank(self, run: _TaskRun, batch: Sequence[_Query]) -> list[Prediction]:
@@ -285,8 +294,11 @@ class Evaluator:
             raise ValueError(f"{run.spec.name}: a close-ended task needs candidates")
         prompts = [p for q in batch for p in q.prompts]
         media = [m for q in batch for m in q.media]
-        texts = [[run.template.continuation(c, q.example) for c in cands]
-                 for q, cands in zip(batch, per_query) for _ in q.prompts]
+        texts = [
+            [run.template.continuation(c, q.example) for c in cands]
+            for q, cands in zip(batch, per_query)
+            for _ in q.prompts
+        ]
         inputs = self._inputs(prompts, media)
         scores = self.model.score(**inputs, candidates=self.processor.tokenize_candidates(texts)).sum_logprobs
         out = []
@@ -311,8 +323,15 @@ def _prediction_row(
 ) -> dict[str, Any]:
     """One line of ``predictions.jsonl``; under the shuffle ablation ``media_from`` names whose media was shown."""
     example = run.queries[index]
-    row = {"task": run.spec.name, "shots": shots, "seed": seed, "id": example.id, "prediction": pred.text,
-           "references": list(example.references), "support_ids": support_ids}  # fmt: skip
+    row = {
+        "task": run.spec.name,
+        "shots": shots,
+        "seed": seed,
+        "id": example.id,
+        "prediction": pred.text,
+        "references": list(example.references),
+        "support_ids": support_ids,
+    }
     if run.donors:
         row["media_from"] = run.queries[run.donors[index]].id
     candidates = list(example.candidates) or run.eval_split.candidates

@@ -179,8 +179,10 @@ class Flamingo(nn.Module):
 
             return hook
 
-        handles = [layers[layer].register_forward_pre_hook(capture(k), with_kwargs=True)
-                   for k, layer in enumerate(self.language_model.xattn_layer_ids)]  # fmt: skip
+        handles = [
+            layers[layer].register_forward_pre_hook(capture(k), with_kwargs=True)
+            for k, layer in enumerate(self.language_model.xattn_layer_ids)
+        ]
         try:
             self.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # gated blocks: inactive
         finally:

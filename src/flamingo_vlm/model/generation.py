@@ -35,7 +35,9 @@ from flamingo_vlm.model.masking import last_media_index, media_attention_mask, p
 if TYPE_CHECKING:
     from flamingo_vlm.model.flamingo import Flamingo
 
-Media = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]  # pixel_values, vision_features, media_mask
+Media = tuple[
+    torch.Tensor | None, torch.Tensor | None, torch.Tensor | None
+]  # pixel_values, vision_features, media_mask
 
 
 @dataclass
@@ -82,8 +84,10 @@ def prefill(
     without it (the common open-source strategy) media are encoded and projected per copy.
     """
     if not cache_media and expand > 1:
+
         def rep(x):
             return None if x is None else x.repeat_interleave(expand, dim=0)
+
         input_ids, attention_mask = rep(input_ids), rep(attention_mask)
         pixel_values, vision_features, media_mask = rep(pixel_values), rep(vision_features), rep(media_mask)
         expand = 1
@@ -93,8 +97,12 @@ def prefill(
     kv_cache: dict | None = {} if cache_media else None
     position_ids = positions_from_mask(attention_mask)  # (b, T)
     logits, cache = model.language_model(
-        input_ids, MediaScope(media, attend, kv_cache), attention_mask, position_ids,
-        use_cache=True, logits_slice=slice(-1, None),
+        input_ids,
+        MediaScope(media, attend, kv_cache),
+        attention_mask,
+        position_ids,
+        use_cache=True,
+        logits_slice=slice(-1, None),
     )
     logits, phi = logits[:, -1], phi[:, -1]
     if expand > 1:
@@ -120,8 +128,15 @@ class _Stopper:
 
 
 def _processors(
-    prompt_length: int, min_new_tokens: int, stop_ids: list[int], repetition_penalty: float,
-    no_repeat_ngram_size: int, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None,
+    prompt_length: int,
+    min_new_tokens: int,
+    stop_ids: list[int],
+    repetition_penalty: float,
+    no_repeat_ngram_size: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
     device: torch.device | str = "cpu",
 ) -> LogitsProcessorList:
     procs = LogitsProcessorList()
@@ -184,19 +199,56 @@ def generate(
     if eos_token_id is None and stop_strings is None:
         stop_ids = default_stop_ids(model)
     else:
-        stop_ids = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        stop_ids = (
+            [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+        )
     stop_strings = [stop_strings] if isinstance(stop_strings, str) else list(stop_strings or [])
     pad_token_id = model.tokenizer.pad_token_id if pad_token_id is None else pad_token_id
     stopper = _Stopper(model.tokenizer, stop_ids, stop_strings)
-    procs = _processors(input_ids.shape[1], min_new_tokens, stop_ids, repetition_penalty, no_repeat_ngram_size,
-                        do_sample, temperature, top_k, top_p, input_ids.device)
+    procs = _processors(
+        input_ids.shape[1],
+        min_new_tokens,
+        stop_ids,
+        repetition_penalty,
+        no_repeat_ngram_size,
+        do_sample,
+        temperature,
+        top_k,
+        top_p,
+        input_ids.device,
+    )
     media = (pixel_values, vision_features, media_mask)
 
     if num_beams == 1:
-        return _greedy_or_sample(model, input_ids, attention_mask, media, max_new_tokens, do_sample, procs, stopper,
-                                 pad_token_id, use_cache, cache_media, return_dict_in_generate, generator)
-    sequences = _beam_search(model, input_ids, attention_mask, media, max_new_tokens, num_beams, length_penalty,
-                             procs, stopper, pad_token_id, use_cache, cache_media)
+        return _greedy_or_sample(
+            model,
+            input_ids,
+            attention_mask,
+            media,
+            max_new_tokens,
+            do_sample,
+            procs,
+            stopper,
+            pad_token_id,
+            use_cache,
+            cache_media,
+            return_dict_in_generate,
+            generator,
+        )
+    sequences = _beam_search(
+        model,
+        input_ids,
+        attention_mask,
+        media,
+        max_new_tokens,
+        num_beams,
+        length_penalty,
+        procs,
+        stopper,
+        pad_token_id,
+        use_cache,
+        cache_media,
+    )
     return GenerationOutput(sequences) if return_dict_in_generate else sequences
 
 
@@ -215,20 +267,34 @@ class CachedDecoder:
     media are encoded and projected per copy instead (the common open-source strategy, for benchmarks).
     """
 
-    def __init__(self, model: Flamingo, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: Media,
-                 expand: int = 1, cache_media: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Flamingo,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        media: Media,
+        expand: int = 1,
+        cache_media: bool = True,
+    ) -> None:
         self.model, self.input_ids, self.attention_mask, self.media = model, input_ids, attention_mask, media
         self.expand, self.cache_media = expand, cache_media
         self.prompt: _Prompt | None = None
 
     def prefill(self) -> torch.Tensor:
         """Run the prompt (b rows) with its media; next-token logits (b·expand, V) for its last token."""
-        self.prompt = prefill(self.model, self.input_ids, self.attention_mask, *self.media, expand=self.expand,
-                              cache_media=self.cache_media)  # fmt: skip
+        self.prompt = prefill(
+            self.model,
+            self.input_ids,
+            self.attention_mask,
+            *self.media,
+            expand=self.expand,
+            cache_media=self.cache_media,
+        )
         return self.prompt.logits
 
-    def step(self, sequences: torch.Tensor, attention_mask: torch.Tensor, beam_idx: torch.Tensor | None = None
-             ) -> torch.Tensor:  # fmt: skip
+    def step(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, beam_idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Feed each row's newest token (B, 1) through the cached LM; next-token logits (B, V).
 
         ``beam_idx`` (B,): which row each row continues (beam search reorders the KV cache; the media
@@ -242,8 +308,12 @@ class CachedDecoder:
         attend = media_attention_mask(prompt.phi[:, None], prompt.media.shape[1], config.media_attention)  # (B, 1, n)
         position_ids = positions_from_mask(attention_mask)[:, -1:]  # (B, 1)
         logits, prompt.cache = self.model.language_model(
-            sequences[:, -1:], MediaScope(prompt.media, attend, prompt.kv_cache), attention_mask, position_ids,
-            cache=prompt.cache, use_cache=True,
+            sequences[:, -1:],
+            MediaScope(prompt.media, attend, prompt.kv_cache),
+            attention_mask,
+            position_ids,
+            cache=prompt.cache,
+            use_cache=True,
         )
         return logits[:, -1]
 
@@ -252,24 +322,35 @@ class UncachedDecoder:
     """The no-cache baseline with :class:`CachedDecoder`'s interface: every call recomputes the whole
     sequence, media re-encoded, as a model without caches must."""
 
-    def __init__(self, model: Flamingo, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: Media,
-                 expand: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self, model: Flamingo, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: Media, expand: int = 1
+    ) -> None:
         self.model, self.input_ids, self.attention_mask, self.expand = model, input_ids, attention_mask, expand
         self.media = tuple(None if x is None else x.repeat_interleave(expand, dim=0) for x in media)
 
     def prefill(self) -> torch.Tensor:
         """Next-token logits (b·expand, V) of the prompt, each row repeated ``expand`` times."""
-        return self.step(self.input_ids.repeat_interleave(self.expand, dim=0),
-                         self.attention_mask.repeat_interleave(self.expand, dim=0))  # fmt: skip
+        return self.step(
+            self.input_ids.repeat_interleave(self.expand, dim=0),
+            self.attention_mask.repeat_interleave(self.expand, dim=0),
+        )
 
-    def step(self, sequences: torch.Tensor, attention_mask: torch.Tensor, beam_idx: torch.Tensor | None = None
-             ) -> torch.Tensor:  # fmt: skip
+    def step(
+        self, sequences: torch.Tensor, attention_mask: torch.Tensor, beam_idx: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Next-token logits (B, V) of the whole sequences (B, T); ``beam_idx`` is already in them."""
         return self.model(sequences, attention_mask, *self.media).logits[:, -1]
 
 
-def _decoder(model: Flamingo, input_ids: torch.Tensor, attention_mask: torch.Tensor, media: Media, expand: int,
-             use_cache: bool, cache_media: bool) -> CachedDecoder | UncachedDecoder:  # fmt: skip
+def _decoder(
+    model: Flamingo,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    media: Media,
+    expand: int,
+    use_cache: bool,
+    cache_media: bool,
+) -> CachedDecoder | UncachedDecoder:
     if use_cache:
         return CachedDecoder(model, input_ids, attention_mask, media, expand, cache_media)
     return UncachedDecoder(model, input_ids, attention_mask, media, expand)
@@ -281,8 +362,21 @@ def _suppress_media_token(model: Flamingo, logits: torch.Tensor) -> torch.Tensor
     return logits
 
 
-def _greedy_or_sample(model, input_ids, attention_mask, media, max_new_tokens, do_sample, procs, stopper,
-                      pad_token_id, use_cache, cache_media, return_dict, generator):
+def _greedy_or_sample(
+    model,
+    input_ids,
+    attention_mask,
+    media,
+    max_new_tokens,
+    do_sample,
+    procs,
+    stopper,
+    pad_token_id,
+    use_cache,
+    cache_media,
+    return_dict,
+    generator,
+):
     b, prompt_len = input_ids.shape
     decoder = _decoder(model, input_ids, attention_mask, media, 1, use_cache, cache_media)
     seqs, mask = input_ids, attention_mask
@@ -305,8 +399,20 @@ def _greedy_or_sample(model, input_ids, attention_mask, media, max_new_tokens, d
     return GenerationOutput(seqs, raw_logits) if return_dict else seqs
 
 
-def _beam_search(model, input_ids, attention_mask, media, max_new_tokens, num_beams, length_penalty, procs,
-                 stopper, pad_token_id, use_cache, cache_media):
+def _beam_search(
+    model,
+    input_ids,
+    attention_mask,
+    media,
+    max_new_tokens,
+    num_beams,
+    length_penalty,
+    procs,
+    stopper,
+    pad_token_id,
+    use_cache,
+    cache_media,
+):
     """Standard beam search (as in Hugging Face, early_stopping=False): keep ``num_beams`` running
     hypotheses per example, move those that emit a stop token to a finished list, and stop an example
     once no running beam can beat its worst finished one."""
@@ -421,7 +527,9 @@ def score(
         chunk = pairs[start : start + candidate_batch_size]
         rows = torch.tensor([r for r, _ in chunk], device=input_ids.device)
         width = max(len(c) for _, c in chunk)
-        tokens = torch.full((len(chunk), width), model.tokenizer.pad_token_id, dtype=torch.long, device=input_ids.device)
+        tokens = torch.full(
+            (len(chunk), width), model.tokenizer.pad_token_id, dtype=torch.long, device=input_ids.device
+        )
         valid = torch.zeros((len(chunk), width), dtype=torch.bool, device=input_ids.device)
         for j, (_, c) in enumerate(chunk):
             tokens[j, : len(c)] = torch.tensor(c, device=input_ids.device)
@@ -431,11 +539,13 @@ def score(
         mask = torch.cat([attention_mask[rows], torch.ones_like(tokens)], dim=1)  # padding comes last: harmless
         start_pos = attention_mask[rows].long().sum(-1, keepdim=True)  # (n, 1)
         position_ids = start_pos + torch.arange(width, device=input_ids.device)
-        attend = media_attention_mask(prompt.phi[rows, None].expand(-1, width), prompt.media.shape[1],
-                                      model.config.media_attention)
+        attend = media_attention_mask(
+            prompt.phi[rows, None].expand(-1, width), prompt.media.shape[1], model.config.media_attention
+        )
         kv = {k: tuple(t[rows] for t in v) for k, v in prompt.kv_cache.items()}
-        logits, _ = model.language_model(tokens, MediaScope(prompt.media[rows], attend, kv), mask, position_ids,
-                                         cache=cache, use_cache=True)
+        logits, _ = model.language_model(
+            tokens, MediaScope(prompt.media[rows], attend, kv), mask, position_ids, cache=cache, use_cache=True
+        )
         logprobs = torch.cat([prompt_logprobs[rows, None], logits[:, :-1].float().log_softmax(-1)], dim=1)
         token_lp = logprobs.gather(-1, tokens[..., None]).squeeze(-1).masked_fill(~valid, 0.0)  # (n, w)
         for j, (row, _) in enumerate(chunk):

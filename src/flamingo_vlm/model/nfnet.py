@@ -44,7 +44,9 @@ class NFNetConfig:
             raise ValueError(f"widths {self.widths} and depths {self.depths} must have the same length")
         stride = 2 ** (len(self.widths) + 1)
         if self.image_size % stride:
-            raise ValueError(f"image_size {self.image_size} must be a multiple of {stride} for {len(self.widths)} stages")
+            raise ValueError(
+                f"image_size {self.image_size} must be a multiple of {stride} for {len(self.widths)} stages"
+            )
 
 
 _GAMMA_GELU = 1.7015043497085571  # std of gelu(x) for x ~ N(0, 1) is 1/γ
@@ -104,7 +106,9 @@ class NFNetEncoder(VisionEncoder):
                 beta = math.sqrt(expected_var)
                 blocks.append(NFBlock(in_ch, width, 2 if i == 0 else 1, config.alpha, beta))
                 # A projected shortcut resets the variance; an identity one accumulates α².
-                expected_var = 1.0 + config.alpha**2 if blocks[-1].shortcut is not None else expected_var + config.alpha**2
+                expected_var = (
+                    1.0 + config.alpha**2 if blocks[-1].shortcut is not None else expected_var + config.alpha**2
+                )
                 in_ch = width
         self.blocks = nn.Sequential(*blocks)
         self.proj = nn.Conv2d(in_ch, config.hidden_size, 1)

@@ -9,6 +9,11 @@ from flamingo_vlm.pretrain.contrastive import ContrastiveConfig, ContrastiveMode
 from flamingo_vlm.pretrain.lm import LMConfig, build_llama, pretrain_lm
 
 __all__ = [
-    "ContrastiveConfig", "ContrastiveModel", "LMConfig", "TextTower", "build_llama", "pretrain_lm",
+    "ContrastiveConfig",
+    "ContrastiveModel",
+    "LMConfig",
+    "TextTower",
+    "build_llama",
+    "pretrain_lm",
     "pretrain_vision_encoder",
-]  # fmt: skip
+]

@@ -94,7 +94,15 @@ def pretrain_vision_encoder(
         pixels = batch["pixel_values"][:, 0, 0]  # (b, c, h, w): one image, one frame
         return model(pixels, batch["input_ids"], batch["attention_mask"])
 
-    history = optimise(model, batches, loss_fn, steps=config.steps, lr=config.lr, weight_decay=config.weight_decay,
-                       warmup=config.warmup_steps, on_step=on_step)
+    history = optimise(
+        model,
+        batches,
+        loss_fn,
+        steps=config.steps,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup=config.warmup_steps,
+        on_step=on_step,
+    )
     vision.requires_grad_(False).eval()
     return history

@@ -32,13 +32,21 @@ class LMConfig:
 
 
 def build_llama(tokenizer: PreTrainedTokenizerBase, config: LMConfig) -> LlamaForCausalLM:
-    return LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=config.hidden_size, intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads, max_position_embeddings=max(2048, config.context),
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
-    ))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads,
+            num_key_value_heads=config.num_heads,
+            max_position_embeddings=max(2048, config.context),
+            bos_token_id=tokenizer.eos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=True,
+        )
+    )
 
 
 def packed_windows(
@@ -70,5 +78,13 @@ def pretrain_lm(
     """Train ``model`` in place on ``texts``; returns the loss history."""
     documents = [ids for ids in tokenizer(list(texts), add_special_tokens=False).input_ids if ids]
     windows = packed_windows(documents, tokenizer.eos_token_id, config.context, config.batch_size, seed)
-    return optimise(model, windows, lambda ids: model(input_ids=ids, labels=ids).loss, steps=config.steps,
-                    lr=config.lr, weight_decay=config.weight_decay, warmup=config.warmup_steps, on_step=on_step)
+    return optimise(
+        model,
+        windows,
+        lambda ids: model(input_ids=ids, labels=ids).loss,
+        steps=config.steps,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup=config.warmup_steps,
+        on_step=on_step,
+    )

@@ -89,7 +89,8 @@ def config_from_args(name: str, config: str | None, overrides: list[str], args: 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# flamingo run RECIPE [CONFIG] [key=value ...] [--nproc-per-node N]; flamingo config show RECIPE [CONFIG] [key=value ...]
+# flamingo run RECIPE [CONFIG] [key=value ...] [--nproc-per-node N]
+# flamingo config show RECIPE [CONFIG] [key=value ...]
 
 
 def _split(config_and_overrides: list[str]) -> tuple[str | None, list[str]]:
@@ -128,13 +129,18 @@ def show(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     runner = subparsers.add_parser(
-        "run", help="run any recipe from its config, on one process or N",
+        "run",
+        help="run any recipe from its config, on one process or N",
         description="Run a recipe (pretrain-vision, pretrain-lm, train, eval, demo) from a YAML config or preset, "
         "with key=value overrides. --nproc-per-node N launches N processes with torchrun (DDP/FSDP for training).",
-    )  # fmt: skip
+    )
     runner.add_argument("recipe", choices=sorted(RECIPES))
-    runner.add_argument("config", nargs="*", metavar="[CONFIG] [key=value]",
-                        help="a YAML file or a preset name under configs/RECIPE/, then overrides")  # fmt: skip
+    runner.add_argument(
+        "config",
+        nargs="*",
+        metavar="[CONFIG] [key=value]",
+        help="a YAML file or a preset name under configs/RECIPE/, then overrides",
+    )
     runner.add_argument("--nproc-per-node", type=int, default=1, help="processes on this node (torchrun)")
     runner.set_defaults(func=run)
 

@@ -43,8 +43,7 @@ from flamingo_vlm.world.scene import RenderConfig
 
 logger = logging.getLogger(__name__)
 
-EVAL_TASKS = ("vqav2", "msrvttqa", "hateful_memes", "imagenet", "coco", "shapesworld_attribute",
-              "shapesworld_binding")  # fmt: skip
+EVAL_TASKS = ("vqav2", "msrvttqa", "hateful_memes", "imagenet", "coco", "shapesworld_attribute", "shapesworld_binding")
 
 
 @dataclass
@@ -150,8 +149,11 @@ class Recipe:
             texts.append(document_text(parse_html(page.read_bytes(), base=str(page.parent))))
         for shard in sorted((train / "pairs").glob("*.tar")) + sorted((train / "videos").glob("*.tar")):
             with tarfile.open(shard) as tar:
-                texts += [f"{MEDIA_TOKEN}{tar.extractfile(m).read().decode()}{EOC_TOKEN}"
-                          for m in tar.getmembers() if m.name.endswith(".txt")]  # fmt: skip
+                texts += [
+                    f"{MEDIA_TOKEN}{tar.extractfile(m).read().decode()}{EOC_TOKEN}"
+                    for m in tar.getmembers()
+                    if m.name.endswith(".txt")
+                ]
         return texts
 
     def vision(self) -> dict[str, Any]:
@@ -177,8 +179,13 @@ class Recipe:
             torch.manual_seed(c.seed)
             encoder = NFNetEncoder(stage.nfnet)
             processor = FlamingoProcessor(tokenizer, encoder.image_size, encoder.image_mean, encoder.image_std)
-            pairs = ImageTextDataset(str(self.out / "world" / "train" / "pairs"), processor.tokenizer,
-                                     processor.transform_image, max_length=48, seed=c.seed)  # fmt: skip
+            pairs = ImageTextDataset(
+                str(self.out / "world" / "train" / "pairs"),
+                processor.tokenizer,
+                processor.transform_image,
+                max_length=48,
+                seed=c.seed,
+            )
             mixture = Mixture([MixtureComponent(pairs, 1.0, stage.batch_size, "pairs")], seed=c.seed)
             on_step = progress_callback(stage.contrastive.steps, "vision", self.progress)
             batches = (step["pairs"][0] for step in mixture)
@@ -186,8 +193,9 @@ class Recipe:
             result = {"loss": history}
         encoder.save_pretrained(self.out / "vision")
         processor = FlamingoProcessor(tokenizer, encoder.image_size, encoder.image_mean, encoder.image_std)
-        probe = vision_probe(encoder, processor.transform_image, RenderConfig(image_size=c.image_size), c.seed,
-                             num_scenes=15 * c.probes)  # fmt: skip
+        probe = vision_probe(
+            encoder, processor.transform_image, RenderConfig(image_size=c.image_size), c.seed, num_scenes=15 * c.probes
+        )
         return {**result, "parameters": sum(t.numel() for t in encoder.parameters()), "probe": probe}
 
     def tokenizer(self) -> dict[str, Any]:
@@ -225,8 +233,12 @@ class Recipe:
             model.save_pretrained(self.out / "lm")
         probes = self.out / "world" / "eval" / "text_binding" / "test.jsonl"
         binding = text_binding_accuracy(model, tokenizer, probes, limit=c.probes)
-        return {**result, "parameters": sum(t.numel() for t in model.parameters()),
-                "text_binding_accuracy": binding["accuracy"], "text_binding_chance": binding["chance"]}  # fmt: skip
+        return {
+            **result,
+            "parameters": sum(t.numel() for t in model.parameters()),
+            "text_binding_accuracy": binding["accuracy"],
+            "text_binding_chance": binding["chance"],
+        }
 
     def train_config(self) -> TrainConfig:
         """The configured training run, its paths resolved under ``out`` and seeded by the demo's seed."""
@@ -256,8 +268,12 @@ class Recipe:
         trainable = sum(t.numel() for t in model.trainable_state_dict().values())
         with self.autocast():  # does it see? every held-out pair's caption NLL, right vs shuffled vs blank images
             heldout = mean_vision_use(model, heldout_batches(config.data.probe, model, batch_size=20))
-        return {"summary": summary, "trainable_parameters": trainable, "heldout": heldout.record(),
-                "frozen_parameters": sum(t.numel() for t in model.parameters()) - trainable}  # fmt: skip
+        return {
+            "summary": summary,
+            "trainable_parameters": trainable,
+            "heldout": heldout.record(),
+            "frozen_parameters": sum(t.numel() for t in model.parameters()) - trainable,
+        }
 
     def evaluate(self, media_ablation: str = "none") -> dict[str, Any]:
         """Every task few-shot through the real harness; a baseline differs only in ``media_ablation``."""
@@ -271,10 +287,18 @@ class Recipe:
         results = {}
         for task in c.tasks:
             shots = c.caption_shots if task == "coco" and c.caption_shots else c.eval.shots
-            config = replace(c.eval, shots=shots, seed=c.seed, media_ablation=media_ablation, progress=self.progress,
-                             cache_dir=str(self.out / "cache"))  # fmt: skip
+            config = replace(
+                c.eval,
+                shots=shots,
+                seed=c.seed,
+                media_ablation=media_ablation,
+                progress=self.progress,
+                cache_dir=str(self.out / "cache"),
+            )
             with self.autocast():
-                result, rows = Evaluator(model, processor, config).evaluate(get_task(task), self.out / "world" / "eval" / task)
+                result, rows = Evaluator(model, processor, config).evaluate(
+                    get_task(task), self.out / "world" / "eval" / task
+                )
             result["examples"] = rows[: 2 * len(shots)]
             results[task] = result
         return {"tasks": results}
@@ -301,9 +325,11 @@ class Recipe:
         lm = self.stage("lm", self.lm)
         self.stage("vision", self.vision)
         if lm["text_binding_accuracy"] < lm["text_binding_chance"] + 0.2:
-            print(f"!! go/no-go: the LM's text-only binding accuracy is {lm['text_binding_accuracy']:.0%} "
-                  f"(chance {lm['text_binding_chance']:.0%}): in-context binding cannot emerge in Flamingo "
-                  "from this LM; continuing, and the report flags it.")  # fmt: skip
+            print(
+                f"!! go/no-go: the LM's text-only binding accuracy is {lm['text_binding_accuracy']:.0%} "
+                f"(chance {lm['text_binding_chance']:.0%}): in-context binding cannot emerge in Flamingo "
+                "from this LM; continuing, and the report flags it."
+            )
         self.stage("flamingo", self.flamingo)
         self.stage("eval", self.evaluate)
         self.stage("eval_blind", lambda: self.evaluate("blank"))
@@ -321,8 +347,9 @@ def peak_rss_mib() -> float:
 # flamingo demo
 
 
-def main(config: DemoConfig, out: str | Path = "runs/demo", name: str = "demo", fresh: bool = False,
-         progress: bool = True) -> int:  # fmt: skip
+def main(
+    config: DemoConfig, out: str | Path = "runs/demo", name: str = "demo", fresh: bool = False, progress: bool = True
+) -> int:
     """Run every stage under ``out``, then write ``report.md`` and print how to query the checkpoint."""
     out = Path(out)
     start = time.perf_counter()
@@ -335,12 +362,19 @@ def main(config: DemoConfig, out: str | Path = "runs/demo", name: str = "demo", 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override preset entries, e.g. train.max_steps=100 eval.max_examples=20")  # fmt: skip
-    parser.add_argument("--preset", default="quick",
-                        help="a name under configs/demo/ or a YAML path. tiny: seconds (tests); quick: ≤10 min on 2 "
-                        "CPU cores, the world's own small LM and encoder; full: ≈50 min; smollm-quick / smollm: real "
-                        "pretrained SmolLM2-135M and EfficientNet-Lite0, ≤10 / ≤60 min")  # fmt: skip
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override preset entries, e.g. train.max_steps=100 eval.max_examples=20",
+    )
+    parser.add_argument(
+        "--preset",
+        default="quick",
+        help="a name under configs/demo/ or a YAML path. tiny: seconds (tests); quick: ≤10 min on 2 "
+        "CPU cores, the world's own small LM and encoder; full: ≈50 min; smollm-quick / smollm: real "
+        "pretrained SmolLM2-135M and EfficientNet-Lite0, ≤10 / ≤60 min",
+    )
     parser.add_argument("--out", default="runs/demo")
     parser.add_argument("--seed", type=int, default=None, help="short for seed=N")
     parser.add_argument("--fresh", action="store_true", help="redo stages that already finished")

@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-HEADLINE = {"vqav2": "vqa_accuracy", "msrvttqa": "top1", "hateful_memes": "roc_auc", "imagenet": "top1",
-            "coco": "cider", "shapesworld_attribute": "top1", "shapesworld_binding": "top1"}  # fmt: skip
+HEADLINE = {
+    "vqav2": "vqa_accuracy",
+    "msrvttqa": "top1",
+    "hateful_memes": "roc_auc",
+    "imagenet": "top1",
+    "coco": "cider",
+    "shapesworld_attribute": "top1",
+    "shapesworld_binding": "top1",
+}
 BASELINE_STAGES = {"blind": "eval_blind", "shuffled": "eval_shuffled"}  # the recipe's media-ablation runs
 
 
@@ -74,11 +81,18 @@ def targets(results: dict[str, Any], goals: Targets) -> list[tuple[str, str, boo
     heldout = results.get("flamingo", {}).get("heldout")
     if heldout is not None:
         gap = heldout["vision/gap_shuffled"]
-        rows.append((goal("caption-loss gap vs shuffled images (nats)", goals.caption_gap),
-                     f"{gap:.2f} (vs blank {heldout['vision/gap_blank']:.2f}; NLL {heldout['vision/nll']:.2f})",
-                     met(gap >= (goals.caption_gap or 0), goals.caption_gap)))  # fmt: skip
-    for task, shots, margin in (("vqav2", "4", goals.vqa_over_baseline), ("coco", "0", goals.cider_0shot_over_baseline),
-                                ("msrvttqa", "4", goals.video_over_baseline)):  # fmt: skip
+        rows.append(
+            (
+                goal("caption-loss gap vs shuffled images (nats)", goals.caption_gap),
+                f"{gap:.2f} (vs blank {heldout['vision/gap_blank']:.2f}; NLL {heldout['vision/nll']:.2f})",
+                met(gap >= (goals.caption_gap or 0), goals.caption_gap),
+            )
+        )
+    for task, shots, margin in (
+        ("vqav2", "4", goals.vqa_over_baseline),
+        ("coco", "0", goals.cider_0shot_over_baseline),
+        ("msrvttqa", "4", goals.video_over_baseline),
+    ):
         a = at(ours, task, shots)
         base = {name: v for name, table in baselines.items() if (v := at(table, task, shots)) is not None}
         if a is None or not base:
@@ -88,25 +102,47 @@ def targets(results: dict[str, Any], goals: Targets) -> list[tuple[str, str, boo
         if len(base) > 1:
             which, named = f"best of {which}", f"best of {named}"
         what = f"{task} {shots}-shot vs {which}" + ("" if margin is None else f" ≥ +{margin:g}")
-        rows.append((what, f"{a:.1f} vs {named} ({a - best:+.1f})",
-                     met(a >= best + (margin or 0), margin)))  # fmt: skip
+        rows.append((what, f"{a:.1f} vs {named} ({a - best:+.1f})", met(a >= best + (margin or 0), margin)))
     top1 = at(ours, "imagenet", "4")
     if top1 is not None:
-        rows.append((goal("image folder 4-shot top-1", goals.imagenet_top1), f"{top1:.1f}",
-                     met(top1 >= (goals.imagenet_top1 or 0), goals.imagenet_top1)))  # fmt: skip
+        rows.append(
+            (
+                goal("image folder 4-shot top-1", goals.imagenet_top1),
+                f"{top1:.1f}",
+                met(top1 >= (goals.imagenet_top1 or 0), goals.imagenet_top1),
+            )
+        )
     a4, a0 = at(ours, "shapesworld_attribute", "4"), at(ours, "shapesworld_attribute", "0")
     if a4 is not None and a0 is not None:
-        rows.append(("Attribute 4-shot vs 0-shot" + ("" if goals.attribute_over_0shot is None else f" ≥ +{goals.attribute_over_0shot:g}"), f"{a4:.1f} vs {a0:.1f} ({a4 - a0:+.1f})",
-                     met(a4 >= a0 + (goals.attribute_over_0shot or 0), goals.attribute_over_0shot)))  # fmt: skip
-    auc = max((v for s in ours.get("hateful_memes", {}).get("shots", {}) if (v := at(ours, "hateful_memes", s)) is not None),
-              default=None)  # fmt: skip
+        rows.append(
+            (
+                "Attribute 4-shot vs 0-shot"
+                + ("" if goals.attribute_over_0shot is None else f" ≥ +{goals.attribute_over_0shot:g}"),
+                f"{a4:.1f} vs {a0:.1f} ({a4 - a0:+.1f})",
+                met(a4 >= a0 + (goals.attribute_over_0shot or 0), goals.attribute_over_0shot),
+            )
+        )
+    auc = max(
+        (v for s in ours.get("hateful_memes", {}).get("shots", {}) if (v := at(ours, "hateful_memes", s)) is not None),
+        default=None,
+    )
     if auc is not None:
-        rows.append((goal("memes ROC-AUC (best shot count)", goals.memes_auc), f"{auc:.1f}",
-                     met(auc >= (goals.memes_auc or 0), goals.memes_auc)))  # fmt: skip
+        rows.append(
+            (
+                goal("memes ROC-AUC (best shot count)", goals.memes_auc),
+                f"{auc:.1f}",
+                met(auc >= (goals.memes_auc or 0), goals.memes_auc),
+            )
+        )
     b8 = at(ours, "shapesworld_binding", "8")
     if b8 is not None:
-        rows.append((goal("Binding 8-shot top-1", goals.binding_8shot), f"{b8:.1f}",
-                     met(b8 >= (goals.binding_8shot or 0), goals.binding_8shot)))  # fmt: skip
+        rows.append(
+            (
+                goal("Binding 8-shot top-1", goals.binding_8shot),
+                f"{b8:.1f}",
+                met(b8 >= (goals.binding_8shot or 0), goals.binding_8shot),
+            )
+        )
     return rows
 
 
@@ -153,23 +189,35 @@ def _by_kind(ours: dict[str, Any], baselines: dict[str, dict[str, Any]], all_sho
     """The in-context tasks per episode kind (``top1_{kind}``): where the headline number comes from."""
     rows = []
     for task, result in ours.items():
-        kinds = sorted({m[len("top1_"):] for s in result["shots"].values() for m in s["mean"] if m.startswith("top1_")})
+        kinds = sorted(
+            {m[len("top1_") :] for s in result["shots"].values() for m in s["mean"] if m.startswith("top1_")}
+        )
         for kind in kinds:
             cells = [_fmt(result["shots"].get(s, {}).get("mean", {}).get(f"top1_{kind}")) for s in all_shots]
             cells += [_same_shots(table.get(task), f"top1_{kind}") for table in baselines.values()]
             rows.append(f"| {task} | {kind} | " + " | ".join(cells) + " |")
     if not rows:
         return []
-    return ["", "### In-context tasks by episode kind", "",
-            "Top-1 accuracy over the episodes of each kind (which attribute the episode is about).", "",
-            "| task | kind | " + " | ".join([f"{s}-shot" for s in all_shots] + _baseline_headers(baselines)) + " |",
-            "|---|---|" + "---|" * (len(all_shots) + len(baselines)), *rows]  # fmt: skip
+    return [
+        "",
+        "### In-context tasks by episode kind",
+        "",
+        "Top-1 accuracy over the episodes of each kind (which attribute the episode is about).",
+        "",
+        "| task | kind | " + " | ".join([f"{s}-shot" for s in all_shots] + _baseline_headers(baselines)) + " |",
+        "|---|---|" + "---|" * (len(all_shots) + len(baselines)),
+        *rows,
+    ]
 
 
 def write_report(
-    out: Path, results: dict[str, Any], preset_name: str, total_seconds: float, process_peak_mib: float,
+    out: Path,
+    results: dict[str, Any],
+    preset_name: str,
+    total_seconds: float,
+    process_peak_mib: float,
     goals: Targets = Targets(),
-) -> Path:  # fmt: skip
+) -> Path:
     """Write ``report.md`` and its plots under ``out``.
 
     The memory peak is the larger of this process's and those recorded by reused stages. A reused stage
@@ -186,52 +234,89 @@ def write_report(
         f"End-to-end wall time **{total_seconds / 60:.1f} min**, peak memory "
         f"**{'≥ ' if unrecorded else ''}{peak / 1024:.2f} GiB** "
         "(stages reused from an earlier run count at their original time and memory peak"
-        + (f"; not recorded by {', '.join(unrecorded)}" if unrecorded else "") + ").", "",
-        "## Few-shot results", "",
+        + (f"; not recorded by {', '.join(unrecorded)}" if unrecorded else "")
+        + ").",
+        "",
+        "## Few-shot results",
+        "",
         "Headline metric per task (percent; ROC-AUC ×100; CIDEr ×100). *blind*: the same model and prompts with "
         "every image blanked; *shuffled*: the same prompts with each query's image swapped for another query's "
         "(support images kept), a real but wrong image, so the gap to it is the use of the image's content rather "
         "than a reaction to an odd input; *chance*: the most common support answer (open-ended) or a uniform guess "
-        "(close-ended).", "",
-        "| task | metric | " + " | ".join([f"{s}-shot" for s in all_shots] + _baseline_headers(baselines))
+        "(close-ended).",
+        "",
+        "| task | metric | "
+        + " | ".join([f"{s}-shot" for s in all_shots] + _baseline_headers(baselines))
         + " | chance |",
         "|---|---|" + "---|" * (len(all_shots) + len(baselines)) + "---|",
-    ]  # fmt: skip
+    ]
     for task, result in ours.items():
         cells = [_fmt(_metric(result, s)) for s in all_shots]
         cells += [_same_shots(table.get(task), HEADLINE[task]) for table in baselines.values()]
-        lines.append(f"| {task} | {HEADLINE[task]} | " + " | ".join(cells) +
-                     f" | {_fmt(chance[task].get(HEADLINE[task]))} |")  # fmt: skip
+        lines.append(
+            f"| {task} | {HEADLINE[task]} | " + " | ".join(cells) + f" | {_fmt(chance[task].get(HEADLINE[task]))} |"
+        )
     lines += _by_kind(ours, baselines, all_shots)
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     verdict = {True: "yes", False: "NO", None: "–"}
     lines += [f"| {what} | {measured} | {verdict[ok]} |" for what, measured, ok in targets(results, goals)]
-    lines += ["", "## LM go/no-go", "",
-              f"Text-only in-context binding of the pretrained LM: **{lm['text_binding_accuracy']:.0%}** "
-              f"(chance {lm['text_binding_chance']:.0%}). " + (
-                  "The LM binds in context, so Flamingo can inherit it." if go else
-                  "**Flagged: the LM does not bind in context, so ShapesWorld-Binding cannot emerge in Flamingo "
-                  "(its cross-attention sees images; matching and copying is the frozen LM's job).**"), ""]  # fmt: skip
+    lines += [
+        "",
+        "## LM go/no-go",
+        "",
+        f"Text-only in-context binding of the pretrained LM: **{lm['text_binding_accuracy']:.0%}** "
+        f"(chance {lm['text_binding_chance']:.0%}). "
+        + (
+            "The LM binds in context, so Flamingo can inherit it."
+            if go
+            else "**Flagged: the LM does not bind in context, so ShapesWorld-Binding cannot emerge in Flamingo "
+            "(its cross-attention sees images; matching and copying is the frozen LM's job).**"
+        ),
+        "",
+    ]
     if "probe" in results["vision"]:  # stages recorded before the probe existed have none
-        lines += ["## Vision probe", "",
-                  "Linear-probe accuracy of one shape's attributes from the frozen encoder's mean-pooled features "
-                  "(held-out single-shape scenes). Flamingo cannot learn to name what the encoder does not see.", "",
-                  "| attribute | accuracy | chance |", "|---|---|---|"]  # fmt: skip
-        lines += [f"| {kind} | {r['accuracy']:.0%} | {r['chance']:.0%} |" for kind, r in results["vision"]["probe"].items()]
+        lines += [
+            "## Vision probe",
+            "",
+            "Linear-probe accuracy of one shape's attributes from the frozen encoder's mean-pooled features "
+            "(held-out single-shape scenes). Flamingo cannot learn to name what the encoder does not see.",
+            "",
+            "| attribute | accuracy | chance |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {kind} | {r['accuracy']:.0%} | {r['chance']:.0%} |" for kind, r in results["vision"]["probe"].items()
+        ]
         lines += [""]
     lines += ["## Stages", "", "| stage | seconds | notes |", "|---|---|---|"]
     notes = {
-        "vision": lambda r: (f"pretrained {r['pretrained']}" if "pretrained" in r else
-                             f"contrastive loss {r['loss'][0]:.2f} → {r['loss'][-1]:.2f}") + f", {r['parameters']:,} params",
-        "lm": lambda r: (f"pretrained {r['pretrained']}" if "pretrained" in r else
-                         f"LM loss {r['loss'][0]:.2f} → {r['loss'][-1]:.2f}") + f", {r['parameters']:,} params",
-        "flamingo": lambda r: f"{r['trainable_parameters']:,} trainable / {r['frozen_parameters']:,} frozen params; "
-                              f"final losses {', '.join(f'{k} {v:.2f}' for k, v in (r['summary']['final_losses'] or {}).items())}",
+        "vision": lambda r: (
+            (
+                f"pretrained {r['pretrained']}"
+                if "pretrained" in r
+                else f"contrastive loss {r['loss'][0]:.2f} → {r['loss'][-1]:.2f}"
+            )
+            + f", {r['parameters']:,} params"
+        ),
+        "lm": lambda r: (
+            (
+                f"pretrained {r['pretrained']}"
+                if "pretrained" in r
+                else f"LM loss {r['loss'][0]:.2f} → {r['loss'][-1]:.2f}"
+            )
+            + f", {r['parameters']:,} params"
+        ),
+        "flamingo": lambda r: (
+            f"{r['trainable_parameters']:,} trainable / {r['frozen_parameters']:,} frozen params; "
+            f"final losses {', '.join(f'{k} {v:.2f}' for k, v in (r['summary']['final_losses'] or {}).items())}"
+        ),
         "tokenizer": lambda r: f"vocabulary {r['vocab_size']}",
-    }  # fmt: skip
+    }
     for name, result in results.items():
         note = notes[name](result) if name in notes else ""
-        lines.append(f"| {name} | {result.get('seconds', 0):.1f}{' (reused)' if result.get('reused') else ''} | {note} |")
+        lines.append(
+            f"| {name} | {result.get('seconds', 0):.1f}{' (reused)' if result.get('reused') else ''} | {note} |"
+        )
     plots = _plots(out, results)
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += ["", "## Example generations", ""]
@@ -239,8 +324,10 @@ def write_report(
     examples_dir.mkdir(exist_ok=True)
     for task in ("vqav2", "coco", "shapesworld_attribute"):
         for row in ours.get(task, {}).get("examples", [])[:2]:
-            lines.append(f"- **{task}**, {row['shots']}-shot, `{row['id']}`: predicted “{row['prediction']}”, "
-                         f"reference “{row['references'][0] if row['references'] else ''}”")  # fmt: skip
+            lines.append(
+                f"- **{task}**, {row['shots']}-shot, `{row['id']}`: predicted “{row['prediction']}”, "
+                f"reference “{row['references'][0] if row['references'] else ''}”"
+            )
     image = next((out / "world" / "eval" / "vqav2" / "val2014").glob("*.jpg"), None)
     if image is not None:
         shutil.copy(image, examples_dir / image.name)
@@ -256,5 +343,7 @@ def query_command(out: Path) -> str:
     root = out / "world" / "eval" / "vqav2"
     first = json.loads((root / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"][0]
     image = root / "val2014" / f"COCO_val2014_{first['image_id']:012d}.jpg"
-    return (f'flamingo generate --model {out / "checkpoint"} --image {image} '
-            f'--prompt "<image>Question: {first["question"]} Answer:"')  # fmt: skip
+    return (
+        f"flamingo generate --model {out / 'checkpoint'} --image {image} "
+        f'--prompt "<image>Question: {first["question"]} Answer:"'
+    )

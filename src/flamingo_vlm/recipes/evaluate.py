@@ -95,28 +95,66 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="an EvalRecipeConfig YAML file (flags and key=value override it)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. eval.trials=1 eval.num_beams=1")
     config_flag(p, "--model", key="model", help="directory written by Flamingo.save_pretrained")
-    config_flag(p, "--task", key="tasks", nargs="+", choices=sorted(TASKS), metavar="NAME",
-                help=f"one or more of: {', '.join(sorted(TASKS))}")  # fmt: skip
-    config_flag(p, "--data-root", key="data_root", nargs="+", metavar="DIR",
-                help="one directory per task, or one directory holding a sub-directory per task name")  # fmt: skip
+    config_flag(
+        p,
+        "--task",
+        key="tasks",
+        nargs="+",
+        choices=sorted(TASKS),
+        metavar="NAME",
+        help=f"one or more of: {', '.join(sorted(TASKS))}",
+    )
+    config_flag(
+        p,
+        "--data-root",
+        key="data_root",
+        nargs="+",
+        metavar="DIR",
+        help="one directory per task, or one directory holding a sub-directory per task name",
+    )
     config_flag(p, "--shots", key="eval.shots", nargs="+", type=int, help="default: 0 4 8 16 32")
     config_flag(p, "--trials", key="eval.trials", type=int, help="seeded trials per shot count (mean ± std); default 3")
     config_flag(p, "--seed", key="eval.seed", type=int)
-    config_flag(p, "--rices", key="eval.rices", action="store_const", const=True,
-                help="choose support examples by vision-feature similarity")  # fmt: skip
-    config_flag(p, "--media-ablation", key="eval.media_ablation", choices=("none", "blank", "shuffle"),
-                help="baseline with the same prompts: blank every image, or show each query another query's "
-                     "(support images stay)")  # fmt: skip
-    config_flag(p, "--blind", key="eval.media_ablation", action="store_const", const="blank",
-                help="short for --media-ablation blank")  # fmt: skip
+    config_flag(
+        p,
+        "--rices",
+        key="eval.rices",
+        action="store_const",
+        const=True,
+        help="choose support examples by vision-feature similarity",
+    )
+    config_flag(
+        p,
+        "--media-ablation",
+        key="eval.media_ablation",
+        choices=("none", "blank", "shuffle"),
+        help="baseline with the same prompts: blank every image, or show each query another query's "
+        "(support images stay)",
+    )
+    config_flag(
+        p,
+        "--blind",
+        key="eval.media_ablation",
+        action="store_const",
+        const="blank",
+        help="short for --media-ablation blank",
+    )
     config_flag(p, "--ensembles", key="eval.ensembles", type=int, help="support orderings averaged (close-ended tasks)")
     config_flag(p, "--batch-size", key="eval.batch_size", type=int)
     config_flag(p, "--num-beams", key="eval.num_beams", type=int)
     config_flag(p, "--max-examples", key="eval.max_examples", type=int, help="score only the first N eval examples")
-    config_flag(p, "--template", key="eval.templates", action=_Templates, metavar="TASK=TEMPLATE",
-                help="override a task's template, e.g. 'coco=<image>A photo of {answer}<|endofchunk|>'")  # fmt: skip
+    config_flag(
+        p,
+        "--template",
+        key="eval.templates",
+        action=_Templates,
+        metavar="TASK=TEMPLATE",
+        help="override a task's template, e.g. 'coco=<image>A photo of {answer}<|endofchunk|>'",
+    )
     config_flag(p, "--eval-split", key="eval.eval_split", help="override the eval split name (single task only)")
-    config_flag(p, "--support-split", key="eval.support_split", help="override the support split name (single task only)")
+    config_flag(
+        p, "--support-split", key="eval.support_split", help="override the support split name (single task only)"
+    )
     config_flag(p, "--cache-dir", key="eval.cache_dir", help="where RICES features are cached")
     config_flag(p, "--output", key="output", help="directory for results.json and predictions.jsonl")
     config_flag(p, "--device", key="device", help="default: cuda if available, else cpu")

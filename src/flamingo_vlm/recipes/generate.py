@@ -12,7 +12,12 @@ from flamingo_vlm.processing import FlamingoProcessor, field_labels
 
 
 def answer(
-    model: Flamingo, processor: FlamingoProcessor, prompt: str, media: list, num_beams: int = 3, max_new_tokens: int = 20
+    model: Flamingo,
+    processor: FlamingoProcessor,
+    prompt: str,
+    media: list,
+    num_beams: int = 3,
+    max_new_tokens: int = 20,
 ) -> str:
     """The model's answer to one interleaved prompt (media given in ``<image>`` order).
 
@@ -23,8 +28,13 @@ def answer(
     device = next(model.parameters()).device
     labels = field_labels(prompt)
     batch = processor([prompt], images=[media]).to(device)
-    sequences = model.generate(**batch, num_beams=num_beams, max_new_tokens=max_new_tokens,
-                               eos_token_id=default_stop_ids(model), stop_strings=[*labels, "\n"])  # fmt: skip
+    sequences = model.generate(
+        **batch,
+        num_beams=num_beams,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=default_stop_ids(model),
+        stop_strings=[*labels, "\n"],
+    )
     return processor.batch_decode(sequences, prompt_length=batch["input_ids"].shape[1], stop_labels=labels)[0]
 
 

@@ -58,8 +58,13 @@ def main(config: PretrainVisionConfig) -> int:
 def add_section_flags(parser: argparse.ArgumentParser, section: str, config_cls: type) -> None:
     """A ``--field-name`` flag for each field of a config section (``section.field_name=value``)."""
     for f in dataclasses.fields(config_cls):
-        config_flag(parser, f"--{f.name.replace('_', '-')}", key=f"{section}.{f.name}", type=type(f.default),
-                    help=f"default {f.default}")  # fmt: skip
+        config_flag(
+            parser,
+            f"--{f.name.replace('_', '-')}",
+            key=f"{section}.{f.name}",
+            type=type(f.default),
+            help=f"default {f.default}",
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

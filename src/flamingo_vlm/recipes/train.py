@@ -21,8 +21,10 @@ def main(config: TrainConfig) -> int:
     from flamingo_vlm.train.trainer import Trainer
 
     env = distributed.setup(config.device)
-    logging.basicConfig(level=logging.INFO if env.is_main else logging.WARNING,
-                        format=f"[rank {env.rank}] %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if env.is_main else logging.WARNING,
+        format=f"[rank {env.rank}] %(levelname)s %(name)s: %(message)s",
+    )
     try:
         model = build_model(config)
         trainer = Trainer(model, config, build_mixture(config, model), env, probe=build_probe_batch(config, model))
@@ -50,8 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train the resampler, gated cross-attention blocks and new token rows of a Flamingo.",
     )
     parser.add_argument("config", help="YAML training config (see configs/train/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override config entries, e.g. optim.lr=3e-4 max_steps=100 data.datasets.0.weight=0.5")  # fmt: skip
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint (same as resume=true)")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override config entries, e.g. optim.lr=3e-4 max_steps=100 data.datasets.0.weight=0.5",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint (same as resume=true)"
+    )
     parser.add_argument("--nproc-per-node", type=int, default=1, help="processes on this node (torchrun)")
     parser.set_defaults(func=run)

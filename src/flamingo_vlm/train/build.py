@@ -7,7 +7,14 @@ import logging
 
 import torch
 
-from flamingo_vlm.data import ImageTextDataset, InterleavedConfig, InterleavedDataset, Mixture, MixtureComponent, VideoTextDataset
+from flamingo_vlm.data import (
+    ImageTextDataset,
+    InterleavedConfig,
+    InterleavedDataset,
+    Mixture,
+    MixtureComponent,
+    VideoTextDataset,
+)
 from flamingo_vlm.data.shards import ShardDataset
 from flamingo_vlm.model.flamingo import Flamingo
 from flamingo_vlm.processing import FlamingoProcessor
@@ -35,8 +42,15 @@ def build_dataset(spec: DatasetConfig, processor: FlamingoProcessor, seed: int) 
     if spec.type == "image_text":
         return ImageTextDataset(spec.shards, tokenizer, transform, max_length=spec.max_length, **common)
     if spec.type == "video_text":
-        return VideoTextDataset(spec.shards, tokenizer, transform, max_length=spec.max_length,
-                                num_frames=spec.num_frames, fps=spec.fps, **common)  # fmt: skip
+        return VideoTextDataset(
+            spec.shards,
+            tokenizer,
+            transform,
+            max_length=spec.max_length,
+            num_frames=spec.num_frames,
+            fps=spec.fps,
+            **common,
+        )
     raise ValueError(f"unknown dataset type {spec.type!r}")
 
 
@@ -46,12 +60,18 @@ def build_mixture(config: TrainConfig, model: Flamingo) -> Mixture:
         raise ValueError("data.datasets is empty: list at least one dataset (name, type, shards, weight, batch_size)")
     processor = FlamingoProcessor.from_model(model)
     components = [
-        MixtureComponent(build_dataset(spec, processor, config.data.seed), spec.weight, spec.batch_size, spec.name,
-                         spec.start_step)
+        MixtureComponent(
+            build_dataset(spec, processor, config.data.seed), spec.weight, spec.batch_size, spec.name, spec.start_step
+        )
         for spec in config.data.datasets
     ]
-    return Mixture(components, schedule=config.data.schedule, seed=config.data.seed,
-                   num_workers=config.data.num_workers, pin_memory=torch.cuda.is_available())  # fmt: skip
+    return Mixture(
+        components,
+        schedule=config.data.schedule,
+        seed=config.data.seed,
+        num_workers=config.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def build_probe_batch(config: TrainConfig, model: Flamingo) -> dict[str, torch.Tensor] | None:

@@ -133,7 +133,9 @@ def verify(directory: Path) -> None:
         if not path.is_file():
             raise CheckpointError(f"{directory}: {name} is missing")
         if path.stat().st_size != entry["size"]:
-            raise CheckpointError(f"{directory}: {name} has {path.stat().st_size} bytes, expected {entry['size']} (truncated?)")
+            raise CheckpointError(
+                f"{directory}: {name} has {path.stat().st_size} bytes, expected {entry['size']} (truncated?)"
+            )
         if sha256_file(path) != entry["sha256"]:
             raise CheckpointError(f"{directory}: {name} is corrupted (checksum mismatch)")
 
@@ -204,8 +206,11 @@ class CheckpointManager:
                 state["optimizer"] = meta
             write_text(json.dumps(state, indent=1) + "\n", tmp / TRAINER_STATE)
         rng_tensors, rng_meta = rng_state()
-        save_safetensors(rng_tensors, tmp / f"rank-{self.rank}.safetensors",
-                         metadata={"rng": json.dumps(rng_meta), "state": json.dumps(rank_state)})  # fmt: skip
+        save_safetensors(
+            rng_tensors,
+            tmp / f"rank-{self.rank}.safetensors",
+            metadata={"rng": json.dumps(rng_meta), "state": json.dumps(rank_state)},
+        )
         barrier()
         if self.rank == 0:
             write_manifest(tmp)
@@ -276,8 +281,13 @@ class CheckpointManager:
             model_state, optim_state = self._sharded_state(model, optimizer)
             state = {"model": model_state, "optimizer": optim_state}
             dcp.load(state, checkpoint_id=str(path / SHARDED))
-            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
-                           options=StateDictOptions(ignore_frozen_params=True, strict=False))  # fmt: skip
+            set_state_dict(
+                model,
+                optimizer,
+                model_state_dict=state["model"],
+                optim_state_dict=state["optimizer"],
+                options=StateDictOptions(ignore_frozen_params=True, strict=False),
+            )
         else:
             if "optimizer" not in trainer_state:
                 raise CheckpointError(f"{path} is a sharded (FSDP) checkpoint; resume it with strategy: fsdp")

@@ -14,8 +14,15 @@ logger = logging.getLogger(__name__)
 class MetricsLogger:
     """Rank 0 only: every other rank gets a logger that drops everything."""
 
-    def __init__(self, output_dir: str | Path, enabled: bool = True, tensorboard: bool = False,
-                 wandb: bool = False, wandb_project: str = "flamingo", config: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        output_dir: str | Path,
+        enabled: bool = True,
+        tensorboard: bool = False,
+        wandb: bool = False,
+        wandb_project: str = "flamingo",
+        config: dict[str, Any] | None = None,
+    ) -> None:
         self.enabled = enabled
         self._tb = self._wandb = None
         self._file = None

@@ -42,9 +42,11 @@ def param_group(name: str) -> str:
 
 
 def parameter_groups(
-    named_params: Iterable[tuple[str, nn.Parameter]], weight_decay: float, lr: float,
+    named_params: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    lr: float,
     lr_multipliers: dict[str, float] | None = None,
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     """AdamW groups by (learning-rate group, decay), names kept for checkpoints; ``lr_scale`` recorded."""
     multipliers = lr_multipliers or {}
     groups: dict[tuple[str, bool], dict] = {}
@@ -54,8 +56,9 @@ def parameter_groups(
         key = (param_group(name), decays(name, param))
         scale = multipliers.get(key[0], 1.0)
         decay = weight_decay if key[1] else 0.0
-        group = groups.setdefault(key, {"params": [], "param_names": [], "weight_decay": decay, "lr": lr * scale,
-                                        "lr_scale": scale})  # fmt: skip
+        group = groups.setdefault(
+            key, {"params": [], "param_names": [], "weight_decay": decay, "lr": lr * scale, "lr_scale": scale}
+        )
         group["params"].append(param)
         group["param_names"].append(name)
     if not groups:

@@ -36,10 +36,10 @@ from flamingo_vlm.model.vision_use import VisionUse, measure_vision_use
 from flamingo_vlm.train import distributed
 from flamingo_vlm.train.checkpoint import CheckpointManager
 from flamingo_vlm.train.config import TrainConfig, resolve_precision
-from flamingo_vlm.train.vision_feature_cache import VisionFeatureCache
 from flamingo_vlm.train.memory import checkpoint_decoder_layers
 from flamingo_vlm.train.metrics import MetricsLogger
 from flamingo_vlm.train.optim import build_optimizer, build_scheduler
+from flamingo_vlm.train.vision_feature_cache import VisionFeatureCache
 
 logger = logging.getLogger(__name__)
 
@@ -128,10 +128,13 @@ class Trainer:
         self.params = [p for p in self.flamingo.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.flamingo, config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, config.max_steps)
-        self.feature_cache = VisionFeatureCache(config.feature_cache, self.flamingo.vision) if config.feature_cache else None
+        self.feature_cache = (
+            VisionFeatureCache(config.feature_cache, self.flamingo.vision) if config.feature_cache else None
+        )
         self.output_dir = Path(config.output_dir)
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", config.checkpoint.keep_last,
-                                             sharded=self.strategy == "fsdp")  # fmt: skip
+        self.checkpoints = CheckpointManager(
+            self.output_dir / "checkpoints", config.checkpoint.keep_last, sharded=self.strategy == "fsdp"
+        )
         self.state = TrainerState()
 
     # ------------------------------------------------------------------------------ one step
@@ -160,10 +163,17 @@ class Trainer:
         """Accumulate the step's λ-weighted gradient into ``.grad`` (nothing is zeroed or clipped)."""
         names = list(step)
         accum = self.config.optim.grad_accum
-        work = [(i, micro, weight) for i, (batch, weight) in enumerate(step.values()) for micro in split_batch(batch, accum)]
+        work = [
+            (i, micro, weight) for i, (batch, weight) in enumerate(step.values()) for micro in split_batch(batch, accum)
+        ]
         # (datasets,) loss tokens, tokens, samples: all global, so every rank scales identically
-        counts = torch.tensor([[num_loss_tokens(b["labels"]), int(b["attention_mask"].sum()), b["input_ids"].shape[0]]
-                               for b, _ in step.values()], dtype=torch.float64)  # fmt: skip
+        counts = torch.tensor(
+            [
+                [num_loss_tokens(b["labels"]), int(b["attention_mask"].sum()), b["input_ids"].shape[0]]
+                for b, _ in step.values()
+            ],
+            dtype=torch.float64,
+        )
         distributed.all_reduce_sum(counts)
         nll = torch.zeros(len(names), dtype=torch.float64)
         for n, (i, micro, weight) in enumerate(work):
@@ -199,8 +209,13 @@ class Trainer:
             result.skipped = True
             self.state.skipped_steps += 1
             self.state.consecutive_skips += 1
-            logger.warning("step %d: non-finite loss or gradient (losses %s, grad norm %s): step skipped (%d in a row)",
-                           self.state.step, result.losses, result.grad_norm, self.state.consecutive_skips)  # fmt: skip
+            logger.warning(
+                "step %d: non-finite loss or gradient (losses %s, grad norm %s): step skipped (%d in a row)",
+                self.state.step,
+                result.losses,
+                result.grad_norm,
+                self.state.consecutive_skips,
+            )
             if self.state.consecutive_skips >= self.config.max_consecutive_skips:
                 raise NonFiniteLossError(
                     f"{self.state.consecutive_skips} consecutive steps had a non-finite loss or gradient "
@@ -230,8 +245,10 @@ class Trainer:
             return False
         saved = restored.trainer_state
         if saved["world_size"] != self.env.world_size:
-            raise ValueError(f"{restored.path} was written by {saved['world_size']} ranks; resume with the same number "
-                             f"(got {self.env.world_size}): the data split depends on it")  # fmt: skip
+            raise ValueError(
+                f"{restored.path} was written by {saved['world_size']} ranks; resume with the same number "
+                f"(got {self.env.world_size}): the data split depends on it"
+            )
         self.scheduler.load_state_dict(saved["scheduler"])
         self.state = TrainerState(**saved["trainer"])
         if hasattr(self.steps, "load_state_dict") and "data" in restored.rank_state:
@@ -251,11 +268,22 @@ class Trainer:
         if main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), self.output_dir / "config.yaml")
-        metrics = MetricsLogger(self.output_dir, enabled=main, tensorboard=cfg.logging.tensorboard,
-                                wandb=cfg.logging.wandb, wandb_project=cfg.logging.wandb_project,
-                                config=cfg.to_dict())  # fmt: skip
-        bar = tqdm(total=cfg.max_steps, initial=self.state.step, desc="train", unit="step",
-                   disable=not (main and cfg.logging.progress), dynamic_ncols=True)  # fmt: skip
+        metrics = MetricsLogger(
+            self.output_dir,
+            enabled=main,
+            tensorboard=cfg.logging.tensorboard,
+            wandb=cfg.logging.wandb,
+            wandb_project=cfg.logging.wandb_project,
+            config=cfg.to_dict(),
+        )
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.state.step,
+            desc="train",
+            unit="step",
+            disable=not (main and cfg.logging.progress),
+            dynamic_ncols=True,
+        )
         window = {"tokens": 0, "samples": 0, "time": 0.0}
         iterator = iter(self.steps)
         last_checkpoint = None
@@ -270,16 +298,22 @@ class Trainer:
                 self.state.samples_seen += result.samples
                 if not result.skipped:
                     self.state.last_losses = result.losses
-                window = {"tokens": window["tokens"] + result.tokens, "samples": window["samples"] + result.samples,
-                          "time": window["time"] + elapsed}  # fmt: skip
+                window = {
+                    "tokens": window["tokens"] + result.tokens,
+                    "samples": window["samples"] + result.samples,
+                    "time": window["time"] + elapsed,
+                }
                 if self.state.step % cfg.logging.every == 0 or self.state.step == cfg.max_steps:
                     record = self._record(result, window)
                     if self._probe_due():
                         self.state.last_vision = self.measure_vision_use().record()
                         record.update(self.state.last_vision)
                     metrics.log(self.state.step, record)
-                    shown = {k.split("/")[-1]: f"{v:.3f}" for k, v in record.items()
-                             if k.startswith("loss/") or k == "vision/gap_shuffled"}  # fmt: skip
+                    shown = {
+                        k.split("/")[-1]: f"{v:.3f}"
+                        for k, v in record.items()
+                        if k.startswith("loss/") or k == "vision/gap_shuffled"
+                    }
                     bar.set_postfix(shown | {"tok/s": f"{record['tokens_per_s']:.0f}"}, refresh=False)
                     window = {"tokens": 0, "samples": 0, "time": 0.0}
                 bar.update(1)

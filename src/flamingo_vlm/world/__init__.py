@@ -6,6 +6,19 @@ from flamingo_vlm.world.scene import RenderConfig, Scene, Shape, random_scene, r
 from flamingo_vlm.world.text import TextMix, TextProbe, text_binding_probes, text_corpus
 
 __all__ = [
-    "PRESETS", "Episode", "RenderConfig", "Scene", "Shape", "TextMix", "TextProbe", "WorldConfig", "WorldSizes",
-    "generate_world", "random_scene", "read_episodes", "render_scene", "text_binding_probes", "text_corpus",
-]  # fmt: skip
+    "PRESETS",
+    "Episode",
+    "RenderConfig",
+    "Scene",
+    "Shape",
+    "TextMix",
+    "TextProbe",
+    "WorldConfig",
+    "WorldSizes",
+    "generate_world",
+    "random_scene",
+    "read_episodes",
+    "render_scene",
+    "text_binding_probes",
+    "text_corpus",
+]

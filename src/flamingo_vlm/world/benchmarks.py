@@ -74,12 +74,21 @@ def write_vqav2(root: Path, seed: int, sizes: dict[str, int], config: RenderConf
                     {"answer": q.answer, "answer_confidence": "yes", "answer_id": a + 1}
                     for a in range(VQA_ANSWERS_PER_QUESTION)
                 ]
-                anns.append({"question_type": q.question_type, "multiple_choice_answer": q.answer, "answers": answers,
-                             "image_id": image_id, "answer_type": q.answer_type,
-                             "question_id": question_id})  # fmt: skip
+                anns.append(
+                    {
+                        "question_type": q.question_type,
+                        "multiple_choice_answer": q.answer,
+                        "answers": answers,
+                        "image_id": image_id,
+                        "answer_type": q.answer_type,
+                        "question_id": question_id,
+                    }
+                )
         header = {"info": {"description": "ShapesWorld VQA (VQAv2 format)"}, "license": {}, "data_subtype": subtype}
-        _dump(root / f"v2_OpenEnded_mscoco_{subtype}_questions.json",
-              {**header, "task_type": "Open-Ended", "data_type": "mscoco", "questions": qs})  # fmt: skip
+        _dump(
+            root / f"v2_OpenEnded_mscoco_{subtype}_questions.json",
+            {**header, "task_type": "Open-Ended", "data_type": "mscoco", "questions": qs},
+        )
         _dump(root / f"v2_mscoco_{subtype}_annotations.json", {**header, "data_type": "mscoco", "annotations": anns})
 
 
@@ -100,8 +109,17 @@ def write_coco(root: Path, seed: int, sizes: dict[str, int], config: RenderConfi
                 tokens = re.findall(r"[a-z0-9]+", raw.lower())
                 sentences.append({"tokens": tokens, "raw": raw, "imgid": len(images), "sentid": sentence_id})
                 sentence_id += 1
-            images.append({"filepath": folder, "sentids": [s["sentid"] for s in sentences], "filename": filename,
-                           "imgid": len(images), "split": split, "sentences": sentences, "cocoid": cocoid})  # fmt: skip
+            images.append(
+                {
+                    "filepath": folder,
+                    "sentids": [s["sentid"] for s in sentences],
+                    "filename": filename,
+                    "imgid": len(images),
+                    "split": split,
+                    "sentences": sentences,
+                    "cocoid": cocoid,
+                }
+            )
     _dump(root / "dataset_coco.json", {"images": images, "dataset": "coco"})
 
 

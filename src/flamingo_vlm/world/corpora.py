@@ -65,9 +65,14 @@ def write_web_shards(
 
 
 def write_pair_shards(
-    directory: Path, seed: int, num_pairs: int, config: RenderConfig, per_shard: int, progress: bool = False,
+    directory: Path,
+    seed: int,
+    num_pairs: int,
+    config: RenderConfig,
+    per_shard: int,
+    progress: bool = False,
     split: str = "train",
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Image–caption pairs; ``split="eval"`` draws from the evaluation stream (held-out pairs)."""
     rng = stream(seed, split, "pairs")
     with _shard_writer(directory, "pairs", per_shard) as writer:

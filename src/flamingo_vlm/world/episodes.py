@@ -67,24 +67,25 @@ def binding_episode(rng: random.Random, config: RenderConfig, shots: int, n_way:
     return EpisodeSpec(kind, support, example(rng.randrange(n_way)), tuple(words), dict(zip(words, values)))
 
 
-def write_episodes(
-    root: Path, split: str, task: str, episodes: list[EpisodeSpec], config: RenderConfig
-) -> Path:
+def write_episodes(root: Path, split: str, task: str, episodes: list[EpisodeSpec], config: RenderConfig) -> Path:
     """Render the episodes' images under ``root/images`` and write ``root/{split}.json``."""
     (root / "images").mkdir(parents=True, exist_ok=True)
     records = []
-    for i, episode in enumerate(episodes):
-        def item(scene: Scene, answer: str, name: str) -> tuple[str, str]:
-            path = f"images/{split}_{i:06d}_{name}.png"
-            render_scene(scene, config).save(root / path)
-            return path, answer
 
-        records.append(episode_record(
-            id=f"{task}-{split}-{i:06d}",
-            kind=episode.kind,
-            support=[item(s, a, f"s{j:02d}") for j, (s, a) in enumerate(episode.support)],
-            query=item(*episode.query, "q"),
-            candidates=episode.candidates,
-            bindings=episode.bindings,
-        ))
+    def item(i: int, scene: Scene, answer: str, name: str) -> tuple[str, str]:
+        path = f"images/{split}_{i:06d}_{name}.png"
+        render_scene(scene, config).save(root / path)
+        return path, answer
+
+    for i, episode in enumerate(episodes):
+        records.append(
+            episode_record(
+                id=f"{task}-{split}-{i:06d}",
+                kind=episode.kind,
+                support=[item(i, s, a, f"s{j:02d}") for j, (s, a) in enumerate(episode.support)],
+                query=item(i, *episode.query, "q"),
+                candidates=episode.candidates,
+                bindings=episode.bindings,
+            )
+        )
     return write_episodes_file(root, split, task, CAPTION_TEMPLATE, records)

@@ -64,17 +64,45 @@ class WorldSizes:
 
 PRESETS: dict[str, WorldSizes] = {
     # seconds: for tests and smoke runs
-    "tiny": WorldSizes(pages=12, pairs=48, videos=12, text_docs=200, eval_examples=8, support_examples=24,
-                       episodes=8, pages_per_shard=4, pairs_per_shard=16, videos_per_shard=4),
+    "tiny": WorldSizes(
+        pages=12,
+        pairs=48,
+        videos=12,
+        text_docs=200,
+        eval_examples=8,
+        support_examples=24,
+        episodes=8,
+        pages_per_shard=4,
+        pairs_per_shard=16,
+        videos_per_shard=4,
+    ),
     # the ≤10-minute CPU recipe
-    "quick": WorldSizes(pages=2000, pairs=6000, videos=600, text_docs=20000, eval_examples=100,
-                        support_examples=300, episodes=100, pages_per_shard=250, pairs_per_shard=1000,
-                        videos_per_shard=100),
+    "quick": WorldSizes(
+        pages=2000,
+        pairs=6000,
+        videos=600,
+        text_docs=20000,
+        eval_examples=100,
+        support_examples=300,
+        episodes=100,
+        pages_per_shard=250,
+        pairs_per_shard=1000,
+        videos_per_shard=100,
+    ),
     # the ≤60-minute recipe
-    "full": WorldSizes(pages=12000, pairs=40000, videos=4000, text_docs=150000, eval_examples=500,
-                       support_examples=1000, episodes=300, pages_per_shard=500, pairs_per_shard=2000,
-                       videos_per_shard=250),
-}  # fmt: skip
+    "full": WorldSizes(
+        pages=12000,
+        pairs=40000,
+        videos=4000,
+        text_docs=150000,
+        eval_examples=500,
+        support_examples=1000,
+        episodes=300,
+        pages_per_shard=500,
+        pairs_per_shard=2000,
+        videos_per_shard=250,
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -113,9 +141,12 @@ def generate_training(out: Path, config: WorldConfig, progress: bool = False) ->
         return [str(Path(p).relative_to(out)) for p in paths]
 
     return {
-        "web": relative(report.shards), "pairs": relative(pairs), "videos": relative(videos),
-        "text": str(text.relative_to(out)), "web_build": report.summary(),
-    }  # fmt: skip
+        "web": relative(report.shards),
+        "pairs": relative(pairs),
+        "videos": relative(videos),
+        "text": str(text.relative_to(out)),
+        "web_build": report.summary(),
+    }
 
 
 def generate_eval(out: Path, config: WorldConfig, progress: bool = False) -> dict[str, Any]:
@@ -125,8 +156,14 @@ def generate_eval(out: Path, config: WorldConfig, progress: bool = False) -> dic
         writer(out / "eval" / task, config.evaluation_seed, split_sizes, config.render)
         written[task] = {"path": f"eval/{task}", "splits": split_sizes}
     sizes = config.sizes
-    pairs = write_pair_shards(out / "eval" / "pairs", config.evaluation_seed, sizes.eval_examples, config.render,
-                              sizes.pairs_per_shard, split="eval")  # fmt: skip
+    pairs = write_pair_shards(
+        out / "eval" / "pairs",
+        config.evaluation_seed,
+        sizes.eval_examples,
+        config.render,
+        sizes.pairs_per_shard,
+        split="eval",
+    )
     written["pairs"] = {"path": "eval/pairs", "shards": [str(Path(p).relative_to(out)) for p in pairs]}
     return written
 

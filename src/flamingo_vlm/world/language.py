@@ -65,13 +65,17 @@ _CAPTION_STYLES: tuple[Callable[[Scene], str], ...] = (
     lambda sc: join([phrase(s) for s in _ordered(sc)]) + ".",
     lambda sc: join([phrase(s, size=True) for s in _ordered(sc)]) + ".",
     lambda sc: join([f"{phrase(s)} {where(s)}" for s in _ordered(sc)]) + ".",
-    lambda sc: f"{NUMBER_WORDS[len(sc.shapes)]} {'shape' if len(sc.shapes) == 1 else 'shapes'}: "
-    + join([phrase(s, texture=True) for s in _ordered(sc)])
-    + ".",
+    lambda sc: (
+        f"{NUMBER_WORDS[len(sc.shapes)]} {'shape' if len(sc.shapes) == 1 else 'shapes'}: "
+        + join([phrase(s, texture=True) for s in _ordered(sc)])
+        + "."
+    ),
     lambda sc: "an image of " + join([phrase(s, size=True, texture=True) for s in _ordered(sc)]) + ".",
-    lambda sc: ("there is " if len(sc.shapes) == 1 else "there are ")
-    + join([f"{phrase(s, size=True)} {where(s)}" for s in _ordered(sc)])
-    + ".",
+    lambda sc: (
+        ("there is " if len(sc.shapes) == 1 else "there are ")
+        + join([f"{phrase(s, size=True)} {where(s)}" for s in _ordered(sc)])
+        + "."
+    ),
 )
 NUM_CAPTION_STYLES = len(_CAPTION_STYLES)
 
@@ -158,9 +162,12 @@ def _ask_existence(scene: Scene, rng: random.Random) -> Question:
 
 
 _ASKERS: dict[str, Callable[[Scene, random.Random], Question | None]] = {
-    "colour": _ask_colour, "shape": _ask_shape, "count": _ask_count, "position": _ask_position,
+    "colour": _ask_colour,
+    "shape": _ask_shape,
+    "count": _ask_count,
+    "position": _ask_position,
     "existence": _ask_existence,
-}  # fmt: skip
+}
 
 
 def ask(scene: Scene, kind: str, rng: random.Random) -> Question | None:

@@ -75,8 +75,12 @@ class Shape:
 
 ATTRIBUTE_KINDS = ("colour", "shape", "size", "texture", "position")
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
-    "colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES, "texture": TEXTURES, "position": POSITIONS,
-}  # fmt: skip
+    "colour": tuple(COLOURS),
+    "shape": SHAPES,
+    "size": SIZES,
+    "texture": TEXTURES,
+    "position": POSITIONS,
+}
 
 
 @dataclass(frozen=True)

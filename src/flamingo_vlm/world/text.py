@@ -119,7 +119,9 @@ def _memes(rng: random.Random) -> str:
         lying = rng.random() < 0.5
         text = statement(scene, truth=not lying, rng=rng)
         verdict = "yes" if lying else "no"
-        lines.append(f'{caption(scene, rng)} is an image with written: "{text}" on it. Is it hateful? Answer: {verdict}')
+        lines.append(
+            f'{caption(scene, rng)} is an image with written: "{text}" on it. Is it hateful? Answer: {verdict}'
+        )
     return "\n".join(lines)
 
 
@@ -131,9 +133,14 @@ def _repeat(rng: random.Random) -> str:
 
 
 _WRITERS: dict[str, Callable[[random.Random], str]] = {
-    "captions": _captions, "qa": _qa, "motion": _motion, "attribute": _attribute, "binding": _binding, "memes": _memes,
+    "captions": _captions,
+    "qa": _qa,
+    "motion": _motion,
+    "attribute": _attribute,
+    "binding": _binding,
+    "memes": _memes,
     "repeat": _repeat,
-}  # fmt: skip
+}
 
 
 def text_corpus(seed: int, num_docs: int, mix: TextMix | None = None) -> list[str]:

@@ -64,7 +64,7 @@ class Page:
     def to_html(self) -> str:
         body = "\n".join(self.blocks)
         return (
-            f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(self.title)}</title></head>\n"
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(self.title)}</title></head>\n'
             f'<body>\n<nav><a href="/">ShapesWorld</a> | <a href="/{self.kind}">{self.kind}</a></nav>\n'
             f"<h1>{html.escape(self.title)}</h1>\n{body}\n"
             f"<footer>© ShapesWorld. All shapes reserved.</footer>\n</body></html>\n"
@@ -159,4 +159,3 @@ def random_page(rng: random.Random, config: RenderConfig, mix: PageMix, prefix: 
     page = Page(kind, rng.choice(titles))
     builder(page, rng, config, prefix, rng.randint(mix.min_images, mix.max_images))
     return page
-

@@ -86,10 +86,27 @@ TASKS: dict[str, TaskSpec] = {
         _video_qa("msrvttqa", "videos/video{video_id}.mp4"),
         # ShapesWorld's in-context tasks: which attribute to name (Attribute) or which invented word
         # means what (Binding) is given only by each query's own support examples.
-        TaskSpec("shapesworld_attribute", read_episodic, CAPTION_TEMPLATE, "generate", score_episodic, "test", "test",
-                 max_new_tokens=5, episodic=True),
-        TaskSpec("shapesworld_binding", read_episodic, CAPTION_TEMPLATE, "rank", score_episodic, "test", "test",
-                 episodic=True),
+        TaskSpec(
+            "shapesworld_attribute",
+            read_episodic,
+            CAPTION_TEMPLATE,
+            "generate",
+            score_episodic,
+            "test",
+            "test",
+            max_new_tokens=5,
+            episodic=True,
+        ),
+        TaskSpec(
+            "shapesworld_binding",
+            read_episodic,
+            CAPTION_TEMPLATE,
+            "rank",
+            score_episodic,
+            "test",
+            "test",
+            episodic=True,
+        ),
     )
 }
 

@@ -71,9 +71,7 @@ def episode_record(
     return record
 
 
-def write_episodes_file(
-    root: Path, split: str, task: str, template: str, records: Sequence[dict[str, Any]]
-) -> Path:
+def write_episodes_file(root: Path, split: str, task: str, template: str, records: Sequence[dict[str, Any]]) -> Path:
     """Write ``root/{split}.json`` from :func:`episode_record` entries; the images must already be there."""
     candidates = sorted({c for record in records for c in record["candidates"]})
     data = {"task": task, "template": template, "candidates": candidates, "episodes": list(records)}
@@ -120,14 +118,22 @@ def read_episodic(root: Path, split: str) -> Split:
     _, episodes = read_episodes(root, split)
     checker = RecordChecker(f"{root.name}/{split}")
     for episode in episodes:
-        checker.add(lambda e=episode: replace(
-            e.query, id=e.id, fields={**e.query.fields, "kind": e.kind}, support=e.support, candidates=e.candidates,
-            label=e.label(),
-        ))
+        checker.add(
+            lambda e=episode: replace(
+                e.query,
+                id=e.id,
+                fields={**e.query.fields, "kind": e.kind},
+                support=e.support,
+                candidates=e.candidates,
+                label=e.label(),
+            )
+        )
     return checker.split()
 
 
-def score_episodic(examples: Sequence[Example], predictions: Sequence[Prediction], candidates: Sequence[str]) -> dict[str, float]:
+def score_episodic(
+    examples: Sequence[Example], predictions: Sequence[Prediction], candidates: Sequence[str]
+) -> dict[str, float]:
     """Top-1 accuracy (percent) over all episodes, then per kind as ``top1_{kind}``."""
     scores = score_video_qa(examples, predictions, candidates)
     for kind in sorted({e.fields["kind"] for e in examples}):
