@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from flamingo_vlm.io import save_safetensors, write_text
-from flamingo_vlm.model.vision import VisionEncoder
+from flamingo_vlm.model.vision_encoder import VisionEncoder
 
 EFFICIENTNET_MODEL_TYPE = "flamingo_efficientnet_lite"
 EFFICIENTNET_VARIANTS = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}

@@ -28,7 +28,8 @@ from flamingo_vlm.model.language import FlamingoLM, MediaScope, find_decoder_lay
 from flamingo_vlm.model.loss import lm_loss
 from flamingo_vlm.model.masking import last_media_index, media_attention_mask, positions_from_mask
 from flamingo_vlm.model.resampler import PerceiverResampler
-from flamingo_vlm.model.vision import VisionEncoder, load_vision_encoder
+from flamingo_vlm.model.vision import load_vision_encoder
+from flamingo_vlm.model.vision_encoder import VisionEncoder
 from flamingo_vlm.tokenization import add_flamingo_tokens
 
 CONFIG_NAME = "flamingo_config.json"

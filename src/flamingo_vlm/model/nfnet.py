@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from flamingo_vlm.io import save_safetensors, write_text
-from flamingo_vlm.model.vision import HALF, VisionEncoder
+from flamingo_vlm.model.vision_encoder import HALF, VisionEncoder
 
 NFNET_MODEL_TYPE = "flamingo_nfnet"
 

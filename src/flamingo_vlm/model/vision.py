@@ -1,8 +1,5 @@
-"""Frozen vision encoders behind one small protocol: pixels (N, c, h, w) → features (N, v, d).
-
-Flamingo only needs a grid of features per image; which network produced them is a detail. The
-adapters below expose the same attributes (feature width, input size, normalisation) so that the
-resampler, the processor and save/load never look inside the encoder.
+"""Frozen vision encoders: the adapters behind :class:`~flamingo_vlm.model.vision_encoder.VisionEncoder`, and
+:func:`load_vision_encoder`, which resolves a spec to one of them.
 
 - :class:`HFVisionTower`: a Hugging Face CLIP or SigLIP vision tower (patch tokens, no CLS).
 - :class:`~flamingo_vlm.model.nfnet.NFNetEncoder`: a small normaliser-free ResNet (the paper's encoder
@@ -21,27 +18,12 @@ import torch
 from torch import nn
 
 from flamingo_vlm.io import write_text
+from flamingo_vlm.model.efficientnet import EFFICIENTNET_MODEL_TYPE, EFFICIENTNET_VARIANTS, EfficientNetLiteEncoder
+from flamingo_vlm.model.nfnet import NFNET_MODEL_TYPE, NFNetEncoder
+from flamingo_vlm.model.vision_encoder import HALF, VisionEncoder
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-HALF = (0.5, 0.5, 0.5)
-
-
-class VisionEncoder(nn.Module):
-    """Base class of the adapters: what the rest of flamingo_vlm may rely on."""
-
-    hidden_size: int  # d, the feature width
-    image_size: int  # square input resolution
-    num_channels: int = 3
-    image_mean: tuple[float, ...] = HALF
-    image_std: tuple[float, ...] = HALF
-    reference: str = ""  # how to load it again (path or hub id); "" when built in memory
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:  # (N, c, h, w) → (N, v, d)
-        raise NotImplementedError
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
 
 
 def _write_preprocessor_config(directory: Path, size: int, mean, std) -> None:
@@ -128,10 +110,6 @@ _HF_TYPES = {"clip", "clip_vision_model", "siglip", "siglip_vision_model"}
 
 def load_vision_encoder(spec: str | nn.Module) -> VisionEncoder:
     """Resolve a vision spec: an adapter, ``timm:NAME``, ``efficientnet-lite{0,1,2}``, a directory, or a hub id."""
-    # Imported here: the NFNet and EfficientNet adapters subclass VisionEncoder, defined above.
-    from flamingo_vlm.model.efficientnet import EFFICIENTNET_MODEL_TYPE, EFFICIENTNET_VARIANTS, EfficientNetLiteEncoder
-    from flamingo_vlm.model.nfnet import NFNET_MODEL_TYPE, NFNetEncoder
-
     if isinstance(spec, VisionEncoder):
         return spec
     if isinstance(spec, nn.Module):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flamingo_vlm.model.vision import VisionEncoder
+from flamingo_vlm.model.vision_encoder import VisionEncoder
 from flamingo_vlm.pretrain.schedule import optimise
 
 
