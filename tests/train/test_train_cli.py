@@ -9,10 +9,9 @@ from flamingo_vlm.train.config import TrainConfig
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "train"
 
 
-def test_flamingo_train_on_real_shards_then_resume(lm_dirs, vision_dirs, train_shards, tmp_path, capsys):
-    out = tmp_path / "run"
-    args = [
-        "train",
+def tiny_run(lm_dirs, vision_dirs, train_shards, out) -> list[str]:
+    """configs/train/tiny-cpu.yaml and the overrides that point it at the test's models and shards."""
+    return [
         str(CONFIGS / "tiny-cpu.yaml"),
         f"model.lm={lm_dirs['llama']}",
         f"model.vision={vision_dirs['nfnet']}",
@@ -20,6 +19,11 @@ def test_flamingo_train_on_real_shards_then_resume(lm_dirs, vision_dirs, train_s
         f"data.datasets.1.shards={json.dumps(train_shards['pairs'])}",
         f"output_dir={out}",
     ]
+
+
+def test_flamingo_train_on_real_shards_then_resume(lm_dirs, vision_dirs, train_shards, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", *tiny_run(lm_dirs, vision_dirs, train_shards, out)]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 4 and summary["skipped_steps"] == 0 and summary["tokens_per_s"] > 0
@@ -73,22 +77,8 @@ def test_flamingo_run_launches_train_on_two_processes(lm_dirs, vision_dirs, trai
     import sys
 
     out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "flamingo_vlm",
-        "run",
-        "train",
-        str(CONFIGS / "tiny-cpu.yaml"),
-        f"model.lm={lm_dirs['llama']}",
-        f"model.vision={vision_dirs['nfnet']}",
-        f"data.datasets.0.shards={json.dumps(train_shards['web'])}",
-        f"data.datasets.1.shards={json.dumps(train_shards['pairs'])}",
-        f"output_dir={out}",
-        "max_steps=2",
-        "--nproc-per-node",
-        "2",
-    ]
+    run = tiny_run(lm_dirs, vision_dirs, train_shards, out)
+    command = [sys.executable, "-m", "flamingo_vlm", "run", "train", *run, "max_steps=2", "--nproc-per-node", "2"]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
