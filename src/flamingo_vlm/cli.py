@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from flamingo_vlm.config import ConfigError
+
 SUBCOMMAND_MODULES = (
     "flamingo_vlm.recipes",  # run, config show
     "flamingo_vlm.recipes.demo",
@@ -40,8 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options too (`flamingo demo --out x a=1`): argparse's "*" positional
+    # only takes the first run of them.
+    if extra and (not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = [*getattr(args, "overrides", []), *extra]
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"flamingo {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ class FlamingoConfig:
 # YAML configs for every recipe
 
 
+class ConfigError(ValueError):
+    """A config that cannot be read: the command line reports it in one line, without a traceback."""
+
+
 def load_config(cls: type[C], path: str | Path, overrides: list[str] | None = None) -> C:
     """Read the dataclass ``cls`` from a YAML file (following ``extends:``), then apply ``key=value`` overrides."""
     data = read_yaml(path)
@@ -111,12 +115,12 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML mapping, merged over the file its ``extends:`` names (relative to this file)."""
     path = Path(path).resolve()
     if path in _seen:
-        raise ValueError(f"{path}: 'extends' loops back to itself ({' -> '.join(str(p) for p in _seen)})")
+        raise ConfigError(f"{path}: 'extends' loops back to itself ({' -> '.join(str(p) for p in _seen)})")
     if not path.is_file():
-        raise ValueError(f"config file {path} does not exist")
+        raise ConfigError(f"config file {path} does not exist")
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
     base = data.pop("extends", None)
     if base is None:
         return data
@@ -156,7 +160,7 @@ def apply_override(data: dict[str, Any], override: str) -> None:
     """``a.b.0.c=value`` → sets data["a"]["b"][0]["c"]; the value is parsed as YAML."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
-        raise ValueError(f"override {override!r} must look like key=value (e.g. optim.lr=3e-4)")
+        raise ConfigError(f"override {override!r} must look like key=value (e.g. optim.lr=3e-4)")
     set_path(data, key, yaml.safe_load(raw))
 
 
@@ -168,10 +172,10 @@ def set_path(data: dict[str, Any], key: str, value: Any) -> None:
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ValueError(f"override {key!r}: {'.'.join(parts[:i]) or 'root'} has no item {part!r}")
+                raise ConfigError(f"override {key!r}: {'.'.join(parts[:i]) or 'root'} has no item {part!r}")
             part = int(part)
         elif not isinstance(node, dict):
-            raise ValueError(f"override {key!r}: {'.'.join(parts[:i])} is not a mapping")
+            raise ConfigError(f"override {key!r}: {'.'.join(parts[:i])} is not a mapping")
         if last:
             node[part] = value
         else:
@@ -185,18 +189,18 @@ def _build(tp: Any, value: Any, path: str) -> Any:
     where = path or "config"
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a mapping, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
         hints = typing.get_type_hints(tp)
         fields = {f.name for f in dataclasses.fields(tp) if f.init}
         unknown = sorted(set(value) - fields)
         if unknown:
             names = ", ".join(f"{path + '.' if path else ''}{k}" for k in unknown)
-            raise ValueError(f"unknown config key(s): {names} (known at {where}: {sorted(fields)})")
+            raise ConfigError(f"unknown config key(s): {names} (known at {where}: {sorted(fields)})")
         kwargs = {k: _build(hints[k], v, f"{path + '.' if path else ''}{k}") for k, v in value.items()}
         try:
             return tp(**kwargs)
-        except TypeError as e:
-            raise ValueError(f"{where}: {e}") from e
+        except (TypeError, ValueError) as e:  # a section's own checks (__post_init__) name the section too
+            raise ConfigError(f"{path}: {e}" if path else str(e)) from e
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -207,22 +211,22 @@ def _build(tp: Any, value: Any, path: str) -> Any:
                 return _build(arg, value, path)
             except ValueError as e:
                 errors.append(str(e))
-        raise ValueError(f"{where}: {value!r} matches none of {args} ({'; '.join(errors)})")
+        raise ConfigError(f"{where}: {value!r} matches none of {args} ({'; '.join(errors)})")
     if origin is Literal:
         if value not in args:
-            raise ValueError(f"{where} must be one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
         return value
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a mapping, got {value!r}")
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
         key_type, value_type = args or (Any, Any)
         return {_build(key_type, k, f"{path}.{k}"): _build(value_type, v, f"{path}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{where} must be a list, got {value!r}")
+            raise ConfigError(f"{where} must be a list, got {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ValueError(f"{where} must have {len(args)} items, got {value!r}")
+                raise ConfigError(f"{where} must have {len(args)} items, got {value!r}")
             return tuple(_build(a, v, f"{path}.{i}") for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
         built = [_build(item, v, f"{path}.{i}") for i, v in enumerate(value)]
@@ -238,4 +242,4 @@ def _build(tp: Any, value: Any, path: str) -> Any:
             pass
     if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
-    raise ValueError(f"{where} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+    raise ConfigError(f"{where} must be {getattr(tp, '__name__', tp)}, got {value!r}")

@@ -70,3 +70,16 @@ def test_eval_reads_a_config_file_and_flags_override_it(tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown task"):
         config_from_args(build_parser().parse_args(["eval", "--config", str(path), "tasks=[vqa]"]))
     assert main(["eval", "--config", str(path), "tasks=[vqav2]", "--template", "coco=<image>{answer}"]) == 2
+
+
+def test_overrides_may_follow_options(capsys) -> None:
+    """`flamingo demo --preset tiny key=value --out DIR key=value`: every override counts, wherever it stands."""
+    assert main(["config", "show", "demo", "tiny", "train.max_steps=5", "eval.trials=2"]) == 0
+    shown = build_config(DemoConfig, yaml.safe_load(capsys.readouterr().out))
+    assert (shown.train.max_steps, shown.eval.trials) == (5, 2)
+    from flamingo_vlm.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["config", "show", "demo", "tiny", "--bogus"])
+    args, extra = build_parser().parse_known_args(["demo", "a=1", "--out", "x", "b=2"])
+    assert args.overrides == ["a=1"] and extra == ["b=2"]  # what main() appends

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from flamingo_vlm.config import apply_override, build_config, config_to_dict, load_config, set_path
+from flamingo_vlm.config import ConfigError, apply_override, build_config, config_to_dict, load_config, set_path
 
 RECIPES = {
     "pretrain-vision": "flamingo_vlm.recipes.pretrain_vision",
@@ -34,7 +34,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 def recipe(name: str) -> ModuleType:
     if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
+        raise ConfigError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
     return importlib.import_module(RECIPES[name])
 
 
@@ -43,13 +43,13 @@ def find_config(recipe_name: str, name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
+            raise ConfigError(f"config file {path} does not exist")
         return path
     preset = CONFIG_DIR / recipe_name / f"{name_or_path}.yaml"
     if preset.is_file():
         return preset
     known = sorted(p.stem for p in (CONFIG_DIR / recipe_name).glob("*.yaml"))
-    raise ValueError(f"no {recipe_name} preset {name_or_path!r}; known: {', '.join(known) or 'none'} (or give a path)")
+    raise ConfigError(f"no {recipe_name} preset {name_or_path!r}; known: {', '.join(known) or 'none'} (or give a path)")
 
 
 def resolve_config(name: str, config: str | None, overrides: list[str]) -> Any:
@@ -101,9 +101,9 @@ def _split(config_and_overrides: list[str]) -> tuple[str | None, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    config, overrides = _split(args.config)
+    config, overrides = _split(args.overrides)
     if args.nproc_per_node > 1:
-        return launch_distributed(args.recipe, args.config, args.nproc_per_node)
+        return launch_distributed(args.recipe, args.overrides, args.nproc_per_node)
     return recipe(args.recipe).main(resolve_config(args.recipe, config, overrides))
 
 
@@ -122,7 +122,7 @@ def launch_distributed(name: str, config_and_overrides: list[str], nproc_per_nod
 def show(args: argparse.Namespace) -> int:
     import yaml
 
-    config, overrides = _split(args.config)
+    config, overrides = _split(args.overrides)
     print(yaml.safe_dump(config_to_dict(resolve_config(args.recipe, config, overrides)), sort_keys=False), end="")
     return 0
 
@@ -136,7 +136,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     runner.add_argument("recipe", choices=sorted(RECIPES))
     runner.add_argument(
-        "config",
+        "overrides",
         nargs="*",
         metavar="[CONFIG] [key=value]",
         help="a YAML file or a preset name under configs/RECIPE/, then overrides",
@@ -148,5 +148,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = config.add_subparsers(dest="action", required=True)
     shower = actions.add_parser("show", help="the config a recipe would run with, as YAML")
     shower.add_argument("recipe", choices=sorted(RECIPES))
-    shower.add_argument("config", nargs="*", metavar="[CONFIG] [key=value]")
+    shower.add_argument("overrides", nargs="*", metavar="[CONFIG] [key=value]")
     shower.set_defaults(func=show)
