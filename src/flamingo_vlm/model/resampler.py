@@ -54,9 +54,9 @@ class PerceiverResampler(nn.Module):
         latent_std: float = 1.0,
     ) -> None:
         """``latent_std``: the learned latents' initial scale. Each layer *adds* what it read from the media
-        to the latents, so latents of std 1 (OpenFlamingo's, lucidrains') drown it: at initialisation only
-        ~1% of the output's variance differs between images, and the gated blocks see every image alike
-        (docs/results.md). Small latents let the media dominate from the first step."""
+        to the latents, so latents of std 1 (OpenFlamingo's, lucidrains') drown it: at initialisation the
+        output barely differs between images, and the gated blocks see every image alike (measured in
+        docs/results.md). Small latents let the media dominate from the first step."""
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * latent_std)
         # Off only to reproduce models trained without them (OpenFlamingo): frames are then unordered.
