@@ -1,0 +1,129 @@
+"""What every fault campaign records, and how one case is run and judged.
+
+A case feeds one deliberately broken (or deliberately good) input through one real input path. It must end
+in exactly one of the accepted outcomes — good records out, a counted skip with its reason, or a
+``ValueError`` naming the problem — within its time bound. Anything else is a failure the campaign reports:
+another exception type is a *crash*, running past the bound is a *hang*, and a good record that does not
+come out is *lost*.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Outcome:
+    """What one case produced: good records out, skips counted by reason, or the ValueError it raised."""
+
+    good_out: int = 0  # good records that came out of the path
+    good_expected: int = 0  # good records the case put in next to the bad ones
+    skips: Counter = field(default_factory=Counter)  # reason → count (the path's own SkipCounts)
+    value_error: str | None = None  # the message, when the path refused the input with a ValueError
+    refused: int = 0  # untrusted files refused (or loaded without executing anything)
+
+
+@dataclass
+class Row:
+    """One line of the campaign table: one input path, all its cases."""
+
+    campaign: str
+    path: str
+    cases: int = 0
+    good_out: int = 0
+    good_expected: int = 0
+    skips: Counter = field(default_factory=Counter)
+    value_errors: int = 0
+    crashes: int = 0
+    hangs: int = 0
+    refused: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # campaign-specific counts (kills, resumes matched, …)
+    failures: list[str] = field(default_factory=list)  # one line per crash / hang / loss: what and which case
+
+    @property
+    def lost(self) -> int:
+        return self.good_expected - self.good_out
+
+    @property
+    def ok(self) -> bool:
+        return not (self.crashes or self.hangs or self.lost or self.failures)
+
+    def add(self, case: str, outcome: Outcome | None, error: str | None = None, hung: bool = False) -> None:
+        """Record one case: its outcome, or the crash / hang that stopped it."""
+        self.cases += 1
+        if hung:
+            self.hangs += 1
+            self.failures.append(f"hang: {case}")
+            return
+        if error is not None:
+            self.crashes += 1
+            self.failures.append(f"crash: {case}: {error}")
+            return
+        assert outcome is not None
+        self.good_out += outcome.good_out
+        self.good_expected += outcome.good_expected
+        self.skips.update(outcome.skips)
+        self.value_errors += outcome.value_error is not None
+        self.refused += outcome.refused
+        if outcome.good_out < outcome.good_expected:
+            self.failures.append(f"lost {outcome.good_expected - outcome.good_out} good record(s): {case}")
+
+
+def _child(fn: Callable[[], Outcome], queue: multiprocessing.Queue) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # a forked child must not reuse the parent's OpenMP pool (as DataLoader workers)
+    try:
+        queue.put(("ok", fn()))
+    except ValueError as err:  # the accepted refusal: a ValueError that names the problem
+        queue.put(("ok", Outcome(value_error=str(err) or type(err).__name__)))
+    except BaseException as err:  # noqa: BLE001 - any other exception is the crash being measured
+        queue.put(("crash", f"{type(err).__name__}: {err}"[:300] + "\n" + traceback.format_exc()[-1500:]))
+
+
+def run_case(row: Row, case: str, fn: Callable[[], Outcome], timeout: float = 30.0) -> None:
+    """Run ``fn`` in a forked child bounded by ``timeout`` seconds, and record the result in ``row``.
+
+    A fork (not a thread) so that a hang can be killed and a crash cannot take the campaign down with it.
+    """
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn, queue), daemon=True)
+    proc.start()
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        row.add(case, None, hung=True)
+        return
+    try:
+        status, value = queue.get(timeout=5)
+    except Exception:  # noqa: BLE001 - the child died without reporting (e.g. killed by the OS)
+        row.add(case, None, error=f"child exited with code {proc.exitcode} and no result")
+        return
+    if status == "ok":
+        row.add(case, value)
+    else:
+        row.add(case, None, error=value)
+
+
+def table(rows: list[Row]) -> str:
+    """The campaign table in markdown."""
+    lines = [
+        "| campaign | path | cases | good out / in | skips by reason | ValueError | refused | crashes | hangs "
+        "| extra |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        skips = ", ".join(f"{k} {v}" for k, v in sorted(r.skips.items())) or "–"
+        extra = ", ".join(f"{k} {v}" for k, v in r.extra.items()) or "–"
+        lines.append(
+            f"| {r.campaign} | {r.path} | {r.cases} | {r.good_out} / {r.good_expected} | {skips} | {r.value_errors} "
+            f"| {r.refused} | {r.crashes} | {r.hangs} | {extra} |"
+        )
+    return "\n".join(lines)
