@@ -55,11 +55,6 @@ class Rices:
         return top.flip(0).tolist()
 
 
-def content_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes: the cache key of its features."""
-    return sha256_file(path)
-
-
 class RicesFeatureStore:
     """``{content hash: pooled feature (d,)}`` for one encoder, stored as one safetensors file."""
 
@@ -99,7 +94,7 @@ def pooled_features(
     Returns the features and the indices of files that could not be decoded (their row is zero,
     so they are never the most similar; callers exclude them).
     """
-    keys = [content_hash(p) for p in paths]
+    keys = [sha256_file(p) for p in paths]  # a file's features are keyed by its bytes, not its name
     todo = [i for i, key in enumerate(keys) if key not in cache]
     failed: set[int] = set()
     param = next(vision.parameters())
