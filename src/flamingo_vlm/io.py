@@ -3,12 +3,15 @@ half-written checkpoint behind) and content hashes."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 
@@ -32,7 +35,26 @@ def save_safetensors(
 ) -> None:
     """safetensors.save_file, atomically; tensors are made contiguous and moved to CPU first."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _replace_atomically(lambda tmp: save_file(tensors, tmp, metadata=metadata), Path(path))
+
+    def write(tmp: str) -> None:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as err:  # its I/O errors (a full disk...) are not OSErrors: make them one
+            raise as_os_error(err, tmp) or err from err
+
+    _replace_atomically(write, Path(path))
+
+
+def as_os_error(err: BaseException, filename: str | None = None) -> OSError | None:
+    """``err`` as the OSError it stands for: Rust-backed writers (safetensors, tokenizers) report a full disk
+    as their own exception, "... (os error 28)"; None when ``err`` is no I/O error."""
+    if isinstance(err, OSError):
+        return err
+    code = re.search(r"\(os error (\d+)\)", str(err))
+    if code is None:
+        return None
+    number = int(code[1])
+    return OSError(number, os.strerror(number) or errno.errorcode.get(number, "I/O error"), filename)
 
 
 def write_text(text: str, path: str | Path) -> None:

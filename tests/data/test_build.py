@@ -81,3 +81,33 @@ def test_cli_build_web_nothing_usable(tmp_path):
     (tmp_path / "a.html").write_text("<p>no images</p>")
     assert main(["data", "build-web", str(tmp_path / "a.html"), "-o", str(tmp_path / "out"), "--no-progress"]) == 1
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_build_web_shows_only_complete_shards_and_reruns_identically(tmp_path, monkeypatch):
+    """A build killed midway must leave no half-written ``*.tar`` where readers look, and a rerun must write the
+    same bytes: the shard being written is hidden under a temporary name, entries have a fixed mtime."""
+    import flamingo_vlm.data.build as build
+
+    site = tmp_path / "site"
+    (site / "img").mkdir(parents=True)
+    for i in range(5):
+        (site / "img" / f"{i}.png").write_bytes(image_bytes(color=(40 * i, 0, 0)))
+        (site / f"p{i}.html").write_text(f'<p>page {i}</p><img src="img/{i}.png">', encoding="utf-8")
+    pages, out = find_pages([site]), tmp_path / "shards"
+    visible = []  # what a reader saw each time the builder started a page
+
+    def watched(*args, **kwargs):
+        for path in sorted(out.glob("*.tar")):
+            with tarfile.open(path) as tar:  # a half-written tar has no end-of-archive blocks... or no members
+                visible.append((path.name, len(tar.getnames())))
+        return page_record(*args, **kwargs)
+
+    page_record = build.page_record
+    monkeypatch.setattr(build, "page_record", watched)
+    first = build_web_shards(pages, out, pages_per_shard=2, progress=False)
+    assert [os.path.basename(s) for s in first.shards] == ["web-000000.tar", "web-000001.tar", "web-000002.tar"]
+    assert visible and all(members == 2 * 2 for _, members in visible)  # only full shards: 2 pages × (json, png)
+    assert sorted(os.listdir(out)) == ["web-000000.tar", "web-000001.tar", "web-000002.tar"]  # no temporaries
+    before = {s: open(s, "rb").read() for s in first.shards}
+    second = build_web_shards(pages, out, pages_per_shard=2, progress=False)
+    assert {s: open(s, "rb").read() for s in second.shards} == before

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,3 +113,90 @@ def test_checkpoint_with_0d_gates_resumes(make_config, tmp_path):
     for name, value in trainable(trainer).items():
         assert torch.equal(dict(resumed.flamingo.named_parameters())[name], value), name
     assert_same_optimizer_state(trainer, resumed)
+
+
+def test_full_disk_during_a_save_stops_with_a_clear_error_and_keeps_the_previous_checkpoint(make_config, monkeypatch):
+    """safetensors reports ENOSPC as its own SafetensorError ("... (os error 28)"): the save must turn it into
+    a CheckpointError naming the disk, remove its partial files, and leave the previous checkpoint to resume."""
+    from safetensors import SafetensorError
+
+    import flamingo_vlm.io as fio
+    from flamingo_vlm.train.checkpoint import CheckpointError, verify
+
+    real, calls = fio.save_file, []
+
+    def full_disk(tensors, filename, metadata=None):
+        calls.append(filename)
+        real(tensors, filename, metadata=metadata)
+        if len(calls) > 3:  # the second checkpoint's first safetensors file: half written, then the disk is full
+            with open(filename, "r+b") as f:
+                f.truncate(10)
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(fio, "save_file", full_disk)
+    config = make_config(max_steps=4, checkpoint=CheckpointConfig(every=2, keep_last=3))
+    with pytest.raises(CheckpointError, match=r"step-00000004 .*No space left on device.*step-00000002 is intact"):
+        run(config)
+    directory = Path(config.output_dir) / "checkpoints"
+    assert sorted(p.name for p in directory.iterdir()) == ["step-00000002"]  # nothing partial, visible or hidden
+    verify(directory / "step-00000002")
+    monkeypatch.setattr(fio, "save_file", real)
+    model = build_model(config)
+    assert Trainer(model, config, build_mixture(config, model)).resume()
+
+
+def test_keep_last_never_prunes_the_checkpoint_just_written(make_config):
+    """A damaged newer checkpoint (skipped by the resume) must not count towards keep_last: with keep_last=1
+    it would otherwise prune the checkpoint just written, leaving only the damaged one."""
+    from flamingo_vlm.train.checkpoint import verify
+
+    run(make_config(max_steps=4, checkpoint=CheckpointConfig(every=2, keep_last=2)))
+    config = make_config(max_steps=3, resume=True, checkpoint=CheckpointConfig(every=1, keep_last=1))
+    directory = Path(config.output_dir) / "checkpoints"
+    (directory / "step-00000004" / "optimizer.safetensors").write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="step-00000004"):
+        trainer, _ = run(config)
+    names = [p.name for p in trainer.checkpoints.checkpoints()]
+    assert names == ["step-00000003", "step-00000004"]  # step 2 pruned; the damaged step 4 is not this run's
+    verify(directory / "step-00000003")
+
+
+def test_a_crash_while_pruning_leaves_no_half_deleted_checkpoint(make_config, monkeypatch):
+    """Pruning renames a checkpoint to a hidden name before deleting it: a crash mid-delete never leaves a
+    ``step-*`` that readers would find damaged, and the next save sweeps the leftover."""
+    import shutil
+
+    import flamingo_vlm.train.checkpoint as ckpt
+
+    real_rmtree = shutil.rmtree
+
+    def crash_midway(path, ignore_errors=False):
+        path = Path(path)
+        if path.name.endswith(".deleting") and path.is_dir():
+            next(path.iterdir()).unlink()  # one file gone, then the process dies
+            raise KeyboardInterrupt
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", crash_midway)
+    config = make_config(max_steps=3, checkpoint=CheckpointConfig(every=1, keep_last=2))
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    directory = Path(config.output_dir) / "checkpoints"
+    for path in ckpt.CheckpointManager(directory).checkpoints():
+        ckpt.verify(path)  # every visible checkpoint is whole
+    assert (directory / ".step-00000001.deleting").is_dir()
+    monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
+    run(make_config(max_steps=4, resume=True, checkpoint=CheckpointConfig(every=1, keep_last=2)))
+    assert sorted(p.name for p in directory.iterdir()) == ["step-00000003", "step-00000004"]
+
+
+def test_metrics_of_steps_after_the_last_checkpoint_are_replaced_on_resume(make_config):
+    """A run killed after logging steps past its last checkpoint (the last line possibly torn) resumes with
+    one record per step: the resumed run's records replace the lost steps' instead of repeating them."""
+    run(make_config(max_steps=4, checkpoint=CheckpointConfig(every=2)))
+    config = make_config(max_steps=6, resume=True, checkpoint=CheckpointConfig(every=2))
+    metrics = Path(config.output_dir) / "metrics.jsonl"
+    with open(metrics, "a") as f:
+        f.write(json.dumps({"step": 5, "loss/web": 1.0}) + "\n" + '{"step": 6, "loss/w')  # killed mid-line
+    run(config)
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]

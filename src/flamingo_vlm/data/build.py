@@ -126,6 +126,13 @@ def page_record(
     return record, len(document.images)
 
 
+def _publish(tmp: str) -> None:
+    """Make a finished shard visible under its final name: fsync, then one atomic rename."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, tmp.removesuffix(".tmp"))
+
+
 def build_web_shards(
     pages: Iterable[str],
     output_dir: str | os.PathLike,
@@ -135,13 +142,18 @@ def build_web_shards(
     image_filter: ImageFilter | None = None,
     progress: bool = True,
 ) -> BuildReport:
-    """Write one record per usable page into ``{output_dir}/{prefix}-%06d.tar`` shards."""
+    """Write one record per usable page into ``{output_dir}/{prefix}-%06d.tar`` shards.
+
+    Each shard is written under a temporary name (``….tar.tmp``, which no reader's ``*.tar`` matches) and
+    renamed once complete, so a build killed midway never leaves a half-written shard where training would
+    read it; entries carry a fixed mtime, so a rerun writes the same bytes.
+    """
     image_filter = image_filter or ImageFilter()
     pages = list(pages)
     os.makedirs(output_dir, exist_ok=True)
     report = BuildReport()
     pattern = os.path.join(os.fspath(output_dir), f"{prefix}-%06d.tar")
-    with wds.ShardWriter(pattern, maxcount=pages_per_shard, verbose=0) as writer:
+    with wds.ShardWriter(pattern + ".tmp", maxcount=pages_per_shard, verbose=0, post=_publish, mtime=0.0) as writer:
         for index, path in enumerate(tqdm(pages, desc="pages", unit="page", disable=not progress)):
             images_skipped = SkipCounts()
             try:

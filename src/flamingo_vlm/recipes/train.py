@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 
 from flamingo_vlm.train.config import TrainConfig
 
@@ -18,6 +19,7 @@ DEFAULT_CONFIG = None  # a training run needs its own models and shards: see con
 def main(config: TrainConfig) -> int:
     from flamingo_vlm.train import distributed
     from flamingo_vlm.train.build import build_mixture, build_model, build_probe_batch
+    from flamingo_vlm.train.checkpoint import CheckpointError
     from flamingo_vlm.train.trainer import Trainer
 
     env = distributed.setup(config.device)
@@ -29,6 +31,9 @@ def main(config: TrainConfig) -> int:
         model = build_model(config)
         trainer = Trainer(model, config, build_mixture(config, model), env, probe=build_probe_batch(config, model))
         summary = trainer.fit()
+    except CheckpointError as err:  # a full disk while saving: one line that says what to do, not a traceback
+        print(f"flamingo train: {err}", file=sys.stderr)
+        return 1
     finally:
         distributed.teardown()
     if env.is_main:

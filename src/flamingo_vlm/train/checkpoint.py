@@ -38,7 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import save_safetensors, sha256_file, write_text
+from flamingo_vlm.io import as_os_error, save_safetensors, sha256_file, write_text
 from flamingo_vlm.model.flamingo import WEIGHTS_NAME
 from flamingo_vlm.train.distributed import barrier, broadcast_object, full_tensor, is_distributed
 
@@ -106,6 +106,26 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, 
 
 
 # ------------------------------------------------------------------------------------ file checks
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _rmtree_hidden(path: Path) -> None:
+    """Delete a checkpoint directory without ever showing a half-deleted ``step-*``: rename it to a hidden
+    name first (one atomic step), then delete; a crash in between leaves only the hidden name, swept later."""
+    hidden = path.with_name(f".{path.name}.deleting")
+    shutil.rmtree(hidden, ignore_errors=True)
+    try:
+        os.replace(path, hidden)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def _files(directory: Path) -> list[Path]:
@@ -185,10 +205,46 @@ class CheckpointManager:
         final = self.directory / f"step-{step:08d}"
         tmp = self.directory / f".step-{step:08d}.tmp"
         if self.rank == 0:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self._sweep()
             tmp.mkdir(parents=True)
         barrier()
+        try:
+            self._write(tmp, step, model, optimizer, trainer_state, rank_state)
+        except Exception as err:
+            shutil.rmtree(tmp, ignore_errors=True)  # never leave a partial checkpoint behind
+            os_err = as_os_error(err)
+            if os_err is None:
+                raise
+            # A full disk, a quota, a read-only mount: training cannot go on safely; stop, and say so in one line.
+            previous = self.checkpoints()
+            kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint exists"
+            raise CheckpointError(
+                f"could not write checkpoint {final.name} under {self.directory}: {os_err.strerror or os_err}"
+                f"{f' ({os_err.filename})' if os_err.filename else ''}; {kept}. Free space and rerun with --resume."
+            ) from err
+        barrier()
+        if self.rank == 0:
+            _rmtree_hidden(final)  # only when this step is saved again (its older copy failed verification)
+            os.replace(tmp, final)
+            _fsync_dir(self.directory)  # make the rename itself durable
+            # This run's history only: checkpoints after ``step`` are not part of it (the damaged ones that a
+            # resume skipped); counting them could prune the checkpoint just written, the only good one.
+            history = [p for p in self.checkpoints() if int(STEP_DIR.match(p.name).group(1)) <= step]
+            for old in history[: -self.keep_last]:
+                _rmtree_hidden(old)
+        barrier()
+        return final
 
+    def _write(
+        self,
+        tmp: Path,
+        step: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        trainer_state: dict[str, Any],
+        rank_state: dict[str, Any],
+    ) -> None:
+        """Every file of checkpoint ``step`` into ``tmp``, the manifest last."""
         weights = self.full_trainable_state(model)
         if self.sharded:
             import torch.distributed.checkpoint as dcp
@@ -214,17 +270,12 @@ class CheckpointManager:
         barrier()
         if self.rank == 0:
             write_manifest(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # make the rename itself durable
-            finally:
-                os.close(fd)
-            for old in self.checkpoints()[: -self.keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
-        barrier()
-        return final
+
+    def _sweep(self) -> None:
+        """Remove what a killed save or prune left behind (hidden ``.step-*`` directories; no reader sees them)."""
+        if self.directory.is_dir():
+            for path in self.directory.glob(".step-*"):
+                shutil.rmtree(path, ignore_errors=True)
 
     def full_trainable_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """``model.added_state_dict()`` with every tensor complete (collective under FSDP)."""

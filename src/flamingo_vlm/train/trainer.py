@@ -275,6 +275,7 @@ class Trainer:
             wandb=cfg.logging.wandb,
             wandb_project=cfg.logging.wandb_project,
             config=cfg.to_dict(),
+            start_step=self.state.step,
         )
         bar = tqdm(
             total=cfg.max_steps,
