@@ -60,8 +60,7 @@ def main() -> int:
         "scale": args.scale,
         "seconds": seconds,
         "rows": [
-            {**{k: v for k, v in vars(r).items() if k != "skips"}, "skips": dict(r.skips), "lost": r.lost}
-            for r in rows
+            {**{k: v for k, v in vars(r).items() if k != "skips"}, "skips": dict(r.skips), "lost": r.lost} for r in rows
         ],
     }
     (out / "results.json").write_text(json.dumps(record, indent=1) + "\n")
