@@ -1061,7 +1061,9 @@ def run(seed: int, scale: float = 1.0, workdir: Path | None = None) -> list[Row]
         row = Row(CAMPAIGN, path)
         order = list(kinds)
         random.Random(f"{seed}/{path}").shuffle(order)  # a slice draws a seeded subset of the kinds
-        for i in range(max(1, round(full * scale))):
+        n_cases = max(1, round(full * scale))
+        row.extra["fault kinds"] = min(n_cases, len(order))
+        for i in range(n_cases):
             kind = order[i % len(order)]
             case_dir = workdir / f"{path.replace(' ', '-')}-{i:04d}"
             case_dir.mkdir()

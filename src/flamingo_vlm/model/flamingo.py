@@ -328,7 +328,7 @@ class Flamingo(nn.Module):
         if input_ids.ndim != 2 or input_ids.shape[1] == 0:
             raise ValueError(f"input_ids must be (b, T) with T >= 1; got shape {tuple(input_ids.shape)}")
         vocab = max(len(self.tokenizer), self.lm.get_input_embeddings().num_embeddings)
-        if input_ids.dtype == torch.bool or input_ids.min() < 0 or input_ids.max() >= vocab:
+        if input_ids.dtype == torch.bool or ((input_ids < 0) | (input_ids >= vocab)).any():  # one device sync
             raise ValueError(
                 f"input_ids must lie in [0, {vocab}); got [{input_ids.min().item()}, {input_ids.max().item()}]"
             )
