@@ -47,3 +47,39 @@ def test_arrays_match_pil_and_bad_arrays_are_named(image_processor):
         image_processor(np.zeros((4, 4), dtype=np.int32))
     with pytest.raises(ValueError, match="expected a PIL image or a numpy array, got list"):
         image_processor([[0, 1], [2, 3]])
+
+
+def test_sixteen_bit_and_float_pictures_keep_their_brightness(image_processor):
+    """Fuzz campaign: Pillow clips 16-bit greyscale at 255 when converting, so a 16-bit PNG came out white."""
+    from flamingo_vlm.image_processing import convert_mode
+
+    grey = np.full((20, 20), 100, np.uint8)
+    sixteen = Image.fromarray(grey.astype(np.uint16) * 257)
+    floats = Image.fromarray(grey.astype(np.float32) / 255)
+    assert sixteen.mode == "I;16" and floats.mode == "F"
+    for picture in (sixteen, sixteen.convert("I"), floats):
+        assert np.array_equal(
+            np.asarray(convert_mode(picture, "RGB")), np.asarray(Image.fromarray(grey).convert("RGB"))
+        )
+    assert torch.equal(image_processor(sixteen), image_processor(Image.fromarray(grey)))
+
+
+def test_decoded_photos_are_turned_upright(image_processor):
+    """Fuzz campaign: the EXIF orientation of a phone photo was ignored, so it was seen lying on its side."""
+    import io
+
+    from flamingo_vlm.data.decoding import decode_image
+
+    upright_picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 60, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned 90° anticlockwise: rotate 90° clockwise to view
+    buffer = io.BytesIO()
+    upright_picture.transpose(Image.Transpose.ROTATE_90).save(buffer, "PNG", exif=exif)
+    assert decode_image(buffer.getvalue()).size == upright_picture.size
+    assert np.array_equal(np.asarray(decode_image(buffer.getvalue())), np.asarray(upright_picture))
+
+
+def test_empty_arrays_are_named(image_processor):
+    """Fuzz campaign: a (0, 0, 3) array reached a division by zero."""
+    with pytest.raises(ValueError, match=r"must have pixels, got shape \(0, 0, 3\)"):
+        image_processor(np.zeros((0, 0, 3), np.uint8))

@@ -1,3 +1,4 @@
+import pytest
 from PIL import Image
 
 from flamingo_vlm.cli import main
@@ -25,3 +26,9 @@ def test_flamingo_generate_prints_an_answer(tiny_flamingo_dir, tmp_path, capsys)
     out = capsys.readouterr().out
     assert out.endswith("\n") and out.count("\n") == 1  # one line: the answer, cut at a line break
     assert "Question:" not in out and "Answer:" not in out  # ... and at the prompt's next field label
+
+
+def test_flamingo_generate_names_a_missing_image(tiny_flamingo_dir, tmp_path):
+    """Fuzz campaign: a mistyped --image path ended in a FileNotFoundError traceback after loading the model."""
+    with pytest.raises(ValueError, match=r"--image: no such file '.*nothing\.jpg'"):
+        main(["generate", "--model", tiny_flamingo_dir, "--image", str(tmp_path / "nothing.jpg"), "--device", "cpu"])

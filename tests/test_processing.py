@@ -291,3 +291,34 @@ def test_constructor_is_idempotent_on_the_tokenizer(tokenizer_dir):
     assert len(tok) == n and first.media_token_id == second.media_token_id
     with pytest.raises(ValueError, match="image_mean and image_std"):
         FlamingoProcessor(tok, SIZE, (0.5, 0.5), STD)
+
+
+def test_decompression_bombs_and_invalid_unicode_are_named(proc):
+    """Fuzz campaign: both escaped as exceptions other than ValueError (DecompressionBombError, TypeError)."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 30_000, 30_000, 8, 0, 0, 0, 0))  # 9e8 pixels declared
+    bomb = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b"")
+    with pytest.raises(ValueError, match=r"item 0, media 0: <\d+ bytes> is too large to decode"):
+        proc([f"{MEDIA_TOKEN}a"], images=[[bomb]])
+    with pytest.raises(ValueError, match="item 0: the text is not valid Unicode"):
+        proc(["a \ud800 b"])
+
+
+def test_exif_orientation_is_applied_to_encoded_pictures(proc, tmp_path):
+    """A photo's bytes or file give the upright picture; a PIL image in memory is taken as it is."""
+    import io
+
+    picture = noise(3, size=(30, 12))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    picture.transpose(Image.Transpose.ROTATE_90).save(buffer, "PNG", exif=exif)
+    expected = proc.transform_image(picture)
+    assert torch.equal(proc.transform_media(buffer.getvalue())[0], expected)
+    (tmp_path / "photo.png").write_bytes(buffer.getvalue())
+    assert torch.equal(proc.transform_media(tmp_path / "photo.png")[0], expected)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 # One picture: a PIL image, or an (h, w[, c]) uint8 / [0, 1] float array.
 Frame = Image.Image | np.ndarray
@@ -39,7 +39,7 @@ class FlamingoImageProcessor:
         position questions depend on the edges), and after normalisation the bands are exactly 0,
         the input the vision encoder's statistics treat as "no signal".
         """
-        pil = _to_pil(image).convert("RGB" if self.num_channels == 3 else "L")
+        pil = convert_mode(_to_pil(image), "RGB" if self.num_channels == 3 else "L")
         size = self.image_size
         w, h = pil.size
         scale = size / max(w, h)
@@ -52,6 +52,31 @@ class FlamingoImageProcessor:
         top, left = (size - new_h) // 2, (size - new_w) // 2
         canvas[:, top : top + new_h, left : left + new_w] = pixels
         return (canvas - self._mean) / self._std  # (c, size, size)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """A decoded photo turned the way its camera's EXIF orientation says it is viewed (as browsers show it).
+
+    Phones store pictures sideways and record the rotation in EXIF; without this, the model would be
+    trained and evaluated on pictures lying on their side.
+    """
+    return ImageOps.exif_transpose(image)
+
+
+def convert_mode(image: Image.Image, mode: str) -> Image.Image:
+    """``image.convert(mode)``, keeping the brightness of high-bit-depth pictures.
+
+    Pillow converts 16-bit greyscale (``I;16``, ``I``) to 8 bits by clipping at 255, which turns a
+    16-bit PNG white; it is scaled instead (``/ 257``). Float pictures (``F``) are taken to lie in [0, 1],
+    as float arrays are.
+    """
+    if image.mode.startswith("I"):
+        scaled = np.asarray(image, dtype=np.float64) / 257
+    elif image.mode == "F":
+        scaled = np.asarray(image, dtype=np.float64) * 255
+    else:
+        return image.convert(mode)
+    return Image.fromarray(scaled.clip(0, 255).round().astype(np.uint8)).convert(mode)
 
 
 def _to_pil(image: Frame) -> Image.Image:
@@ -67,6 +92,8 @@ def _to_pil(image: Frame) -> Image.Image:
     array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ValueError(f"an image array must be (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), got {image.shape}")
+    if 0 in array.shape[:2]:
+        raise ValueError(f"an image array must have pixels, got shape {image.shape}")
     if np.issubdtype(array.dtype, np.floating):
         if array.size and (array.min() < 0 or array.max() > 1):
             raise ValueError(f"float image arrays must lie in [0, 1], got [{array.min()}, {array.max()}]")

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 
-from flamingo_vlm.image_processing import FlamingoImageProcessor, Frame
+from flamingo_vlm.image_processing import FlamingoImageProcessor, Frame, upright
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN, add_flamingo_tokens
 from flamingo_vlm.video import VIDEO_EXTENSIONS, describe_source, read_video_frames, subsample_evenly
 
@@ -189,7 +189,9 @@ class FlamingoProcessor:
             raise FileNotFoundError(f"media file not found: {name}")
         try:
             with Image.open(source if is_path else io.BytesIO(bytes(source))) as image:
-                return [image.copy()]  # decodes now, while the file is still open
+                return [upright(image)]  # a decoded copy, made while the file is still open
+        except Image.DecompressionBombError as e:
+            raise ValueError(f"{name} is too large to decode: {e}") from e
         except (UnidentifiedImageError, OSError) as image_error:
             # Not a picture PIL knows: it may still be a video without a telling extension.
             try:
@@ -220,6 +222,10 @@ class FlamingoProcessor:
             raise ValueError(f"padding must be 'longest' or 'max_length' (with max_length), got {padding!r}")
         texts, media = self._split(inputs, images)
         for i, (text, row_media) in enumerate(zip(texts, media)):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:  # a lone surrogate: the tokenizer would fail with a TypeError
+                raise ValueError(f"item {i}: the text is not valid Unicode: {e}") from e
             n_markers = text.count(self.config.media_token)
             if n_markers != len(row_media):
                 raise ValueError(

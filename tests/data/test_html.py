@@ -49,3 +49,48 @@ def test_src_resolution_against_url_and_custom_filter():
 def test_document_json_round_trip():
     doc = parse_html(PAGE, base="/p")
     assert Document.from_json(doc.to_json()) == doc
+
+
+def test_pages_nested_deeper_than_any_real_page_are_refused_before_parsing():
+    """Fuzz campaign: the HTML tree builder takes ~20 s on 10^5 nested divs (its cost grows with depth²)."""
+    import time
+
+    import pytest
+
+    from flamingo_vlm.data.html import MAX_NESTING_DEPTH, nesting_depth
+    from flamingo_vlm.data.skips import BadSample
+
+    depth = 10 * MAX_NESTING_DEPTH
+    page = "<body>" + "<div>" * depth + "<p>deep</p><img src='a.png'>" + "</div>" * depth
+    start = time.perf_counter()
+    with pytest.raises(BadSample) as err:
+        parse_html(page)
+    assert err.value.reason == "too_deeply_nested" and time.perf_counter() - start < 5
+    # void elements, optional end tags and closed elements do not deepen the estimate
+    assert nesting_depth("<div><p>a<p>b<br><img src=x><li>c<span>d</span></div><div><b>e</b></div>") == 2
+    assert parse_html("<div>" * 50 + "<p>fine</p>").texts == [TextItem("fine")]
+
+
+def test_stored_fields_of_the_wrong_type_make_a_bad_document():
+    """Fuzz campaign: an integer src crashed the sampler (AttributeError); a null text became the text "None"."""
+    import json
+
+    import pytest
+
+    from flamingo_vlm.data.skips import BadSample
+
+    text = {"type": "text", "text": "a cat"}
+    for bad in (
+        {"type": "image", "src": 0},
+        {"type": "image", "src": "0.jpg", "width": "wide"},
+        {"type": "image", "src": "0.jpg", "height": True},
+        {"type": "image", "src": "0.jpg", "alt": None},
+        {"type": "image"},
+        {"type": "text", "text": None},
+        {"type": "text", "text": 12},
+    ):
+        with pytest.raises(BadSample) as err:
+            Document.from_json(json.dumps({"items": [text, bad]}))
+        assert err.value.reason == "bad_document"
+    good = {"type": "image", "src": "0.jpg", "alt": "", "width": 80, "height": None}
+    assert Document.from_json(json.dumps({"items": [text, good]})).images == [ImageItem("0.jpg", "", 80, None)]

@@ -108,3 +108,38 @@ def test_tokenizer_without_flamingo_tokens_is_rejected(tmp_path, tokenizer_dir):
     shard = write_shard(tmp_path / "x.tar", [{"__key__": "a", "png": image_bytes(), "txt": "x"}])
     with pytest.raises(ValueError, match="add_flamingo_tokens"):
         ImageTextDataset(shard, AutoTokenizer.from_pretrained(tokenizer_dir), transform)
+
+
+def test_a_key_written_twice_gives_two_records_and_unnamed_members_are_counted(tmp_path):
+    """Fuzz campaign: the second record of a repeated key silently replaced the first one's files, and members
+    without a ``key.ext`` name vanished uncounted."""
+    import io
+    import tarfile
+
+    members = [("a.jpg", b"1"), ("a.txt", b"first"), ("a.jpg", b"2"), ("a.txt", b"second"), ("README", b"x")]
+    members += [("b.jpg", b"3"), ("b.TXT", b"third")]
+    with tarfile.open(tmp_path / "s.tar", "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    counts = SkipCounts()
+    records = list(read_shard(str(tmp_path / "s.tar"), counts))
+    assert [(r["__key__"], r["jpg"], r["txt"]) for r in records] == [
+        ("a", b"1", b"first"),
+        ("a", b"2", b"second"),
+        ("b", b"3", b"third"),
+    ]
+    assert counts == {"unnamed_member": 1}
+
+
+def test_caption_fields_that_are_not_text_are_skipped():
+    """Fuzz campaign: a caption given as a list or an object was trained on as its Python repr."""
+    from flamingo_vlm.data.skips import BadSample
+    from flamingo_vlm.data.text import decode_text
+
+    assert decode_text(b'{"caption": " a  red square "}', "json") == "a red square"
+    for data in (b'{"caption": ["a", "b"]}', b'{"caption": {"en": "a"}}', b'{"caption": true}', b'{"title": "a"}'):
+        with pytest.raises(BadSample) as err:
+            decode_text(data, "json")
+        assert err.value.reason == "bad_caption_json"

@@ -119,3 +119,43 @@ def test_missing_annotation_file_is_a_clear_error(tmp_path) -> None:
         get_task("vqav2").reader(tmp_path, "val")
     with pytest.raises(ValueError, match="unknown task"):
         get_task("nope")
+
+
+LIST_FILES = {  # task -> (annotation file of the eval split, key of its record list; None: the file is the list)
+    "vqav2": ("v2_mscoco_val2014_annotations.json", "annotations"),
+    "textvqa": ("TextVQA_0.5.1_val.json", "data"),
+    "vizwiz": ("Annotations/val.json", None),
+    "coco": ("dataset_coco.json", "images"),
+    "msrvttqa": ("test_qa.json", None),
+}
+
+
+@pytest.mark.parametrize("task", sorted(LIST_FILES))
+def test_unusable_annotation_files_are_value_errors_naming_the_file(task: str, benchmark_writer) -> None:
+    """Fuzz campaign: a record list that was null or a number crashed the reader's loop (TypeError), and a
+    file that was not UTF-8 gave a UnicodeDecodeError that named no file."""
+    spec = get_task(task)
+    root = benchmark_writer(task, n_eval=3)
+    name, key = LIST_FILES[task]
+    path = root / name
+    good = path.read_bytes()
+    data = json.loads(good)
+    for broken in (None, 5, {"a": 1}):
+        path.write_text(json.dumps(broken if key is None else {**data, key: broken}))
+        with pytest.raises(ValueError, match=f"{path}: expected"):
+            spec.reader(root, spec.eval_split)
+    path.write_bytes(b"\xff\xfe" + good)
+    with pytest.raises(ValueError, match=f"{path} is not UTF-8 text"):
+        spec.reader(root, spec.eval_split)
+
+
+def test_vqa_annotation_with_an_unusable_id_is_counted_not_a_crash(benchmark_writer) -> None:
+    """Fuzz campaign: an annotation whose question_id was a list crashed the join (unhashable type)."""
+    spec = get_task("vqav2")
+    root = benchmark_writer("vqav2", n_eval=3)
+    path = root / "v2_mscoco_val2014_annotations.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["question_id"] = [data["annotations"][0]["question_id"]]
+    path.write_text(json.dumps(data))
+    split = spec.reader(root, "val")
+    assert len(split.examples) == 2 and split.bad == {"malformed_record": 1}

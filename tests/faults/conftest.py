@@ -1,4 +1,4 @@
-"""The fault campaigns live in ``benchmarks/`` (run on demand); their tests import them from there."""
+"""The fault campaigns live in ``benchmarks/`` (run on demand); their seeded slices run here."""
 
 import sys
 from pathlib import Path

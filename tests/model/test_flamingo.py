@@ -283,3 +283,28 @@ def test_bad_inputs_raise_named_value_errors(lm_dirs, vision_dirs):
         model(**{**inputs, "media_mask": torch.tensor([[True, True], [False, True]])})
     with pytest.raises(ValueError, match=r"unknown vision encoder spec 'no/such/encoder'"):
         Flamingo.from_components(lm_dirs["llama"], "no/such/encoder")
+
+
+def test_token_tensors_of_the_wrong_type_shape_or_range_are_named(lm_dirs, vision_dirs):
+    """Fuzz campaign: these failed deep inside the embedding or an attention layer (RuntimeError, IndexError)."""
+    model = build(lm_dirs, vision_dirs)
+    inputs = batch(model)
+    ids = inputs["input_ids"]
+    out_of_vocab = ids.clone()
+    out_of_vocab[0, -1] = len(model.tokenizer) + 5
+    cases = {
+        "input_ids must be an integer tensor, got Tensor of dtype torch.float32": {"input_ids": ids.float()},
+        "input_ids must be an integer tensor, got list": {"input_ids": ids.tolist()},
+        r"input_ids must lie in \[0, ": {"input_ids": out_of_vocab},
+        r"with T >= 1; got shape \(2, 0\)": {"input_ids": ids[:, :0]},
+        r"attention_mask must be a tensor of input_ids' shape": {"attention_mask": inputs["attention_mask"][:, 1:]},
+        r"labels must be a tensor of input_ids' shape": {"labels": ids[:1]},
+        "pixel_values must be a float tensor, got ndarray of dtype float32": {
+            "pixel_values": inputs["pixel_values"].numpy()
+        },
+    }
+    for message, change in cases.items():
+        with pytest.raises(ValueError, match=message):
+            model(**{**inputs, **change})
+    with pytest.raises(ValueError, match="input_ids must lie in"):
+        model.generate(**{**inputs, "input_ids": out_of_vocab}, max_new_tokens=1)

@@ -14,6 +14,7 @@ import warnings
 from PIL import Image
 
 from flamingo_vlm.data.skips import BadSample
+from flamingo_vlm.image_processing import convert_mode, upright
 from flamingo_vlm.video import read_video_frames
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -21,13 +22,13 @@ VIDEO_EXTENSIONS = ("mp4", "webm")
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """Fully decode image bytes to RGB; raises ``BadSample("undecodable_image")``."""
+    """Fully decode image bytes to upright RGB; raises ``BadSample("undecodable_image")``."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             image.load()
-        return image.convert("RGB")
+            return convert_mode(upright(image), "RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadSample("undecodable_image", str(e)) from e
 

@@ -59,9 +59,9 @@ class Document:
             for entry in raw["items"]:
                 kind = entry.pop("type")
                 if kind == "text":
-                    items.append(TextItem(text=str(entry["text"])))
+                    items.append(TextItem(text=_checked(entry)["text"]))
                 elif kind == "image":
-                    items.append(ImageItem(**entry))
+                    items.append(ImageItem(**_checked(entry)))  # a missing src or an unknown field: TypeError
                 else:
                     raise ValueError(f"unknown item type {kind!r}")
             return cls(items=items, url=str(raw.get("url", "")))
@@ -69,3 +69,15 @@ class Document:
             raise BadSample("non_utf8_text", str(e)) from e
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise BadSample("bad_document", str(e)) from e
+
+
+def _checked(entry: dict) -> dict:
+    """An item's fields, type-checked: a stored field of the wrong type (a number as ``src``, ``null`` as text)
+    would otherwise fail deep inside the sampler, or quietly become text such as ``"None"``."""
+    types = {"text": (str,), "src": (str,), "alt": (str,), "width": (int, type(None)), "height": (int, type(None))}
+    for key, value in entry.items():
+        if key in types and (not isinstance(value, types[key]) or isinstance(value, bool)):
+            raise TypeError(
+                f"item field {key!r} must be {' or '.join(t.__name__ for t in types[key])}, got {value!r:.40}"
+            )
+    return entry

@@ -8,7 +8,8 @@ through a small shuffle buffer.  Every random choice is drawn from a generator s
 without decoding them, and continues exactly where it stopped.
 
 Tar files are read with WebDataset's ``tar_file_iterator`` and grouped by key with its
-``base_plus_ext`` convention (``page7.json`` + ``page7.0.jpg`` → one record).  A truncated or
+``base_plus_ext`` convention (``page7.json`` + ``page7.0.jpg`` → one record; a file the record already
+has starts the next record, so a key written twice gives two records).  A truncated or
 unreadable shard ends that shard: the half-read record is dropped and the shard counted as skipped.
 """
 
@@ -85,14 +86,18 @@ def read_shard(path: str, skipped: SkipCounts) -> Iterator[Record]:
         with open(path, "rb") as stream:
             for entry in tar_file_iterator(stream):
                 key, extension = base_plus_ext(entry["fname"])
-                if key is None:
+                if key is None:  # no ``key.ext`` name ("README", ".hidden"): belongs to no record
+                    skipped.skip("unnamed_member", entry["fname"], path)
                     continue
-                if current is not None and current["__key__"] != key:
+                extension = extension.lower()
+                # A new key, or a file the record already has (a record written twice under one key): the
+                # record is complete. Merging would silently replace the first record's files.
+                if current is not None and (current["__key__"] != key or extension in current):
                     yield current
                     current = None
                 if current is None:
                     current = {"__key__": key, "__url__": path}
-                current[extension.lower()] = entry["data"]
+                current[extension] = entry["data"]
     except (tarfile.TarError, OSError, EOFError) as e:
         skipped.skip(
             "truncated_shard" if isinstance(e, (tarfile.TarError, EOFError)) else "unreadable_shard", str(e), path

@@ -44,9 +44,11 @@ def decode_text(data: bytes, extension: str) -> str:
     if extension == "json":
         try:
             meta = json.loads(text)
-            text = next(str(meta[k]) for k in CAPTION_KEYS if isinstance(meta, dict) and meta.get(k) is not None)
+            text = next(meta[k] for k in CAPTION_KEYS if isinstance(meta, dict) and meta.get(k) is not None)
         except (ValueError, StopIteration) as e:
-            raise BadSample("bad_caption_json", str(e)) from e
+            raise BadSample("bad_caption_json", str(e) or "no caption field") from e
+        if not isinstance(text, str):  # a list or an object would otherwise become its Python repr
+            raise BadSample("bad_caption_json", f"caption is a {type(text).__name__}, not a string")
     text = " ".join(text.split())
     if not text:
         raise BadSample("empty_text")

@@ -317,9 +317,32 @@ class Flamingo(nn.Module):
         media[media_mask.to(media.device)] = tokens
         return media
 
+    def check_tokens(self, input_ids: Any, attention_mask: Any = None, labels: Any = None) -> None:
+        """Type, shape and range checks of the token tensors that forward, generate and score take.
+
+        A float or out-of-vocabulary id would otherwise fail deep inside the embedding (or index past it on
+        a GPU), and a mask of another length inside the attention of some layer.
+        """
+        if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex():
+            raise ValueError(f"input_ids must be an integer tensor, got {_describe(input_ids)}")
+        if input_ids.ndim != 2 or input_ids.shape[1] == 0:
+            raise ValueError(f"input_ids must be (b, T) with T >= 1; got shape {tuple(input_ids.shape)}")
+        vocab = max(len(self.tokenizer), self.lm.get_input_embeddings().num_embeddings)
+        if input_ids.dtype == torch.bool or ((input_ids < 0) | (input_ids >= vocab)).any():  # one device sync
+            raise ValueError(
+                f"input_ids must lie in [0, {vocab}); got [{input_ids.min().item()}, {input_ids.max().item()}]"
+            )
+        for name, tensor in (("attention_mask", attention_mask), ("labels", labels)):
+            if tensor is not None and (not isinstance(tensor, torch.Tensor) or tensor.shape != input_ids.shape):
+                shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+                raise ValueError(f"{name} must be a tensor of input_ids' shape {tuple(input_ids.shape)}; got {shape}")
+
     def _check_media_source(self, b: int, pixel_values, vision_features) -> torch.Tensor | None:
         if pixel_values is not None and vision_features is not None:
             raise ValueError("pass either pixel_values or vision_features, not both")
+        for name, tensor in (("pixel_values", pixel_values), ("vision_features", vision_features)):
+            if tensor is not None and not (isinstance(tensor, torch.Tensor) and tensor.is_floating_point()):
+                raise ValueError(f"{name} must be a float tensor, got {_describe(tensor)}")
         if pixel_values is not None:
             v = self.vision
             expected = f"(b, n_media, t, {v.num_channels}, {v.image_size}, {v.image_size})"
@@ -368,8 +391,7 @@ class Flamingo(nn.Module):
         several batches). Training passes ``return_logits=False``: the vocabulary projection then runs
         only at labelled positions (:func:`~flamingo_vlm.model.loss.lm_loss`), and ``logits`` is None.
         """
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be (b, T); got shape {tuple(input_ids.shape)}")
+        self.check_tokens(input_ids, attention_mask, labels)
         self._check_length(input_ids.shape[1])
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -399,3 +421,9 @@ class Flamingo(nn.Module):
     def extra_repr(self) -> str:
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self.named_children()}
         return json.dumps(counts)
+
+
+def _describe(value: Any) -> str:
+    """``Tensor of dtype torch.int64``, ``ndarray of dtype float32``, ``list``: what a caller passed."""
+    dtype = getattr(value, "dtype", None)
+    return type(value).__name__ + (f" of dtype {dtype}" if dtype is not None else "")

@@ -184,6 +184,7 @@ def generate(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor | GenerationOutput:
     """Hugging Face-style generation: returns prompt + new tokens for each row (left-padded prompts)."""
+    model.check_tokens(input_ids, attention_mask)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if not _is_left_padded(attention_mask):
@@ -501,6 +502,7 @@ def score(
     The prompt (vision, resampler, LM) runs once per row; all (row, candidate) pairs then run
     together, ``candidate_batch_size`` at a time, from copies of the prompt's caches.
     """
+    model.check_tokens(input_ids, attention_mask)
     b = input_ids.shape[0]
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)

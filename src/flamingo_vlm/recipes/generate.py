@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 
@@ -39,6 +40,9 @@ def answer(
 
 
 def run(args: argparse.Namespace) -> int:
+    missing = [path for path in args.image if not os.path.isfile(path)]
+    if missing:  # before loading the model: a typo in a path should not cost a model load
+        raise ValueError(f"--image: no such file {missing[0]!r}")
     model = Flamingo.from_pretrained(args.model).to(args.device).eval()
     processor = FlamingoProcessor.from_model(model)
     prompt = args.prompt if args.prompt is not None else "<image>Output:" * len(args.image)

@@ -127,3 +127,17 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text: {err}") from err
+
+
+def record_list(data: Any, key: str | None, path: Path, layout: str) -> list:
+    """The list of records of a loaded benchmark file (``data[key]``, or ``data`` itself when ``key`` is None).
+
+    Anything else (a null, a number, an object) makes the whole file unusable: a ``ValueError`` naming the
+    file and the expected ``layout``, rather than a ``TypeError`` from the loop that reads it.
+    """
+    records = data.get(key) if key is not None and isinstance(data, dict) else (data if key is None else None)
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected {layout}")
+    return records

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flamingo_vlm.evaluate.metrics.captioning import caption_metrics
-from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split, read_json
+from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split, read_json, record_list
 
 
 def _caption_example(record: dict, root: Path, images: str) -> Example:
@@ -25,13 +25,13 @@ def _caption_example(record: dict, root: Path, images: str) -> Example:
 
 def read_karpathy(root: Path, split: str, *, annotations: str, images: str) -> Split:
     """Examples of one Karpathy split; ``images`` is formatted with ``filepath`` and ``filename``."""
-    data = read_json(root / annotations)
-    if not isinstance(data, dict) or "images" not in data:
-        raise ValueError(f"{root / annotations}: expected a Karpathy-split file {{'images': [...]}}")
+    records = record_list(
+        read_json(root / annotations), "images", root / annotations, "a Karpathy-split file {'images': [...]}"
+    )
     wanted = {"train", "restval"} if split == "train" else {split}
     checker = RecordChecker(f"{root.name}/{split}")
-    for record in data["images"]:
-        if not isinstance(record, dict) or "split" not in record:
+    for record in records:
+        if not isinstance(record, dict) or not isinstance(record.get("split"), str):
             checker.bad["malformed_record"] += 1
         elif record["split"] in wanted:
             checker.add(lambda r=record: _caption_example(r, root, images))

@@ -110,7 +110,7 @@ def read_episodes(root: str | Path, split: str = "test") -> tuple[str, list[Epis
                 raise ValueError(f"{episode.id}: answer {episode.query.answer!r} is not among its candidates")
             episodes.append(episode)
         return str(data["template"]), episodes
-    except (KeyError, TypeError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a ShapesWorld episodes file: {err!r}") from err
 
 

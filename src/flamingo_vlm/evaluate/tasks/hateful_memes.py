@@ -41,7 +41,11 @@ def read_hateful_memes(root: Path, split: str) -> Split:
     if not path.is_file():
         raise ValueError(f"expected the HatefulMemes file {path}, which does not exist")
     checker = RecordChecker(f"{root.name}/{split}")
-    for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text: {err}") from err
+    for line in lines:
         if not line.strip():
             continue
         try:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flamingo_vlm.evaluate.metrics.vqa import normalize_vqa_answer
-from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split, read_json
+from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split, read_json, record_list
 
 
 def _youtube_names(root: Path) -> dict[str, str]:
@@ -26,9 +26,8 @@ def _youtube_names(root: Path) -> dict[str, str]:
 
 def read_video_qa(root: Path, split: str, *, videos: str) -> Split:
     """``videos`` is formatted with ``video_id`` and ``name`` (the YouTube clip name, or ``vid<N>``)."""
-    records = read_json(root / f"{split}_qa.json")
-    if not isinstance(records, list):
-        raise ValueError(f"{root / f'{split}_qa.json'}: expected a list of question records")
+    path = root / f"{split}_qa.json"
+    records = record_list(read_json(path), None, path, "a list of question records")
     names = _youtube_names(root)
     checker = RecordChecker(f"{root.name}/{split}")
 

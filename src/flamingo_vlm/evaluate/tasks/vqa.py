@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flamingo_vlm.evaluate.metrics.vqa import vqa_accuracy
-from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split, read_json
+from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split, read_json, record_list
 
 
 def _majority(answers: Sequence[str]) -> str:
@@ -51,16 +51,17 @@ def read_vqa_format(
     ``questions``, ``annotations`` and ``images`` are patterns formatted with ``split`` (and, for
     images, ``image_id``), relative to ``root``.
     """
-    qs = read_json(root / questions.format(split=split))
-    anns = read_json(root / annotations.format(split=split))
-    if not isinstance(qs, dict) or not isinstance(anns, dict) or "questions" not in qs or "annotations" not in anns:
-        raise ValueError(f"{root}: expected {{'questions': [...]}} and {{'annotations': [...]}} files (VQA format)")
+    questions_path, annotations_path = root / questions.format(split=split), root / annotations.format(split=split)
+    qs = record_list(read_json(questions_path), "questions", questions_path, "{'questions': [...]} (VQA format)")
+    anns = record_list(
+        read_json(annotations_path), "annotations", annotations_path, "{'annotations': [...]} (VQA format)"
+    )
     answers_by_qid = {}
-    for ann in anns["annotations"]:
-        if isinstance(ann, dict) and "question_id" in ann:
+    for ann in anns:  # an annotation without a usable id answers no question: its question is malformed
+        if isinstance(ann, dict) and isinstance(ann.get("question_id"), (int, str)):
             answers_by_qid[ann["question_id"]] = ann.get("answers")
     checker = RecordChecker(f"{root.name}/{split}")
-    for q in qs["questions"]:
+    for q in qs:
         checker.add(
             lambda q=q: _vqa_example(
                 q["question_id"],
@@ -74,11 +75,10 @@ def read_vqa_format(
 
 def read_textvqa(root: Path, split: str, *, annotations: str, images: str) -> Split:
     """TextVQA: ``{"data": [...]}`` with the 10 answers as plain strings."""
-    data = read_json(root / annotations.format(split=split))
-    if not isinstance(data, dict) or "data" not in data:
-        raise ValueError(f"{root}: expected a TextVQA file {{'data': [...]}}")
+    path = root / annotations.format(split=split)
+    records = record_list(read_json(path), "data", path, "a TextVQA file {'data': [...]}")
     checker = RecordChecker(f"{root.name}/{split}")
-    for r in data["data"]:
+    for r in records:
         checker.add(
             lambda r=r: _vqa_example(
                 r["question_id"], root / images.format(split=split, image_id=r["image_id"]), r["question"], r["answers"]
@@ -89,11 +89,10 @@ def read_textvqa(root: Path, split: str, *, annotations: str, images: str) -> Sp
 
 def read_vizwiz(root: Path, split: str, *, annotations: str, images: str) -> Split:
     """VizWiz: a list of records naming their image file; the question id is the image name."""
-    data = read_json(root / annotations.format(split=split))
-    if not isinstance(data, list):
-        raise ValueError(f"{root}: expected a VizWiz annotations list")
+    path = root / annotations.format(split=split)
+    records = record_list(read_json(path), None, path, "a VizWiz annotations list")
     checker = RecordChecker(f"{root.name}/{split}")
-    for r in data:
+    for r in records:
         checker.add(
             lambda r=r: _vqa_example(
                 Path(r["image"]).stem,
