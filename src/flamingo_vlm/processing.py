@@ -151,7 +151,14 @@ class FlamingoProcessor:
     def transform_media(self, media: Media) -> torch.Tensor:
         """An image or video → ``(t, c, h, w)``, an image being a video of one frame."""
         frames = subsample_evenly(self._frames(media), self.config.max_frames)
-        return torch.stack([self.transform_image(f) for f in frames])  # (t, c, h, w)
+        return torch.stack([self._transform_frame(f, i, len(frames)) for i, f in enumerate(frames)])  # (t, c, h, w)
+
+    def _transform_frame(self, frame: Frame, index: int, count: int) -> torch.Tensor:
+        """:meth:`transform_image`, naming the frame of a video in the error."""
+        try:
+            return self.transform_image(frame)
+        except ValueError as e:
+            raise ValueError(f"frame {index} of {count}: {e}" if count > 1 else str(e)) from e
 
     def _frames(self, media: Media) -> list[Frame]:
         if isinstance(media, Image.Image):
