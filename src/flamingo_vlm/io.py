@@ -1,12 +1,26 @@
 """File I/O shared by checkpoints and caches: atomic writes (a crash mid-save must never leave a
-half-written checkpoint behind) and content hashes."""
+half-written checkpoint behind), content hashes, and bounded reads of JSON from files a user did not
+write (downloaded models, benchmark annotations, shard records, checkpoints).
+
+Untrusted JSON has two limits, so that a crafted file is a ``ValueError`` naming it rather than a
+``MemoryError`` or a ``RecursionError`` deep inside:
+
+- size: :data:`MAX_JSON_BYTES` (64 MiB) for configs, manifests and trainer state, which are kilobytes;
+  :data:`MAX_ANNOTATION_BYTES` (2 GiB) for benchmark annotation files (VQAv2's train annotations are
+  about 330 MB).  The file is read with a bounded ``read``, so a growing file or a device cannot get past it.
+- nesting: Python's parser recurses once per level and stops at the interpreter's recursion limit
+  (about 1,000 levels); deeper input is refused.  Every real file nests fewer than ten levels, and a
+  separate depth walk would cost more than the parse on large annotation files.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -46,3 +60,31 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+MAX_JSON_BYTES = 64 << 20
+MAX_ANNOTATION_BYTES = 2 << 30
+
+
+def read_bytes(path: str | Path, max_bytes: int) -> bytes:
+    """A file's bytes; ``ValueError`` naming it when it holds more than ``max_bytes`` (never read past that)."""
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path} is larger than the {max_bytes:,}-byte limit for this kind of file; refusing it")
+    return data
+
+
+def loads_json(data: str | bytes, source: str | Path = "JSON") -> Any:
+    """``json.loads``; too-deep nesting is a ``ValueError`` naming ``source`` (bad UTF-8: ``UnicodeDecodeError``)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError(f"{source} nests deeper than the parser's limit (about 1,000 levels); refusing it") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source} is not valid JSON: {err}") from err
+
+
+def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
+    """A JSON file within the size and nesting limits (module docstring); ``ValueError`` naming it otherwise."""
+    return loads_json(read_bytes(path, max_bytes), path)

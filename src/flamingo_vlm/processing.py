@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 
 from flamingo_vlm.image_processing import FlamingoImageProcessor, Frame
+from flamingo_vlm.io import read_json
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN, add_flamingo_tokens
 from flamingo_vlm.video import VIDEO_EXTENSIONS, describe_source, read_video_frames, subsample_evenly
 
@@ -127,7 +128,7 @@ class FlamingoProcessor:
             raise FileNotFoundError(
                 f"{path} not found: save the processor with save_pretrained, or build it with from_model"
             )
-        kwargs = json.loads(path.read_text())
+        kwargs = read_json(path)
         kwargs["tokenizer"] = overrides.pop("tokenizer", None) or AutoTokenizer.from_pretrained(directory)
         kwargs.update(overrides)
         return cls(**kwargs)

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import save_safetensors, write_text
+from flamingo_vlm.io import read_json, save_safetensors, write_text
 from flamingo_vlm.model.vision_encoder import VisionEncoder
 
 EFFICIENTNET_MODEL_TYPE = "flamingo_efficientnet_lite"
@@ -109,7 +109,7 @@ class EfficientNetLiteEncoder(VisionEncoder):
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> EfficientNetLiteEncoder:
         directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
+        config = read_json(directory / "config.json")
         if config.get("model_type") != EFFICIENTNET_MODEL_TYPE:
             found = config.get("model_type")
             raise ValueError(f"{directory} holds model_type {found!r}, not {EFFICIENTNET_MODEL_TYPE}")

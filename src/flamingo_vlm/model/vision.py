@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flamingo_vlm.io import write_text
+from flamingo_vlm.io import read_json, write_text
 from flamingo_vlm.model.efficientnet import EFFICIENTNET_MODEL_TYPE, EFFICIENTNET_VARIANTS, EfficientNetLiteEncoder
 from flamingo_vlm.model.nfnet import NFNET_MODEL_TYPE, NFNetEncoder
 from flamingo_vlm.model.vision_encoder import HALF, VisionEncoder
@@ -35,7 +35,7 @@ def _read_normalisation(directory: Path, default_mean, default_std) -> tuple[tup
     path = directory / "preprocessor_config.json"
     if not path.is_file():
         return default_mean, default_std
-    config = json.loads(path.read_text())
+    config = read_json(path)
     return tuple(config.get("image_mean", default_mean)), tuple(config.get("image_std", default_std))
 
 
@@ -132,7 +132,7 @@ def load_vision_encoder(spec: str | nn.Module) -> VisionEncoder:
         return EfficientNetLiteEncoder.from_package(spec)
     config_path = Path(spec) / "config.json"
     if config_path.is_file():
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        model_type = read_json(config_path).get("model_type")
     else:
         from transformers import AutoConfig
 

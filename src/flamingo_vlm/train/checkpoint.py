@@ -38,7 +38,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import save_safetensors, sha256_file, write_text
+from flamingo_vlm.io import loads_json, read_json, save_safetensors, sha256_file, write_text
 from flamingo_vlm.model.flamingo import WEIGHTS_NAME
 from flamingo_vlm.train.distributed import barrier, broadcast_object, full_tensor, is_distributed
 
@@ -125,7 +125,7 @@ def write_manifest(directory: Path) -> None:
 def verify(directory: Path) -> None:
     """Raise :class:`CheckpointError` unless every file matches the manifest."""
     try:
-        entries = json.loads((directory / MANIFEST).read_text())
+        entries = read_json(directory / MANIFEST)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{directory}: no readable {MANIFEST} ({e})") from e
     for name, entry in entries.items():
@@ -268,7 +268,7 @@ class CheckpointManager:
         return self.load(Path(chosen), model, optimizer)
 
     def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Restored:
-        trainer_state = json.loads((path / TRAINER_STATE).read_text())
+        trainer_state = read_json(path / TRAINER_STATE)
         rank_file = path / f"rank-{self.rank}.safetensors"
         if not rank_file.is_file():
             raise CheckpointError(f"{path} has no state for rank {self.rank}: it was written with fewer ranks")
@@ -303,5 +303,5 @@ class CheckpointManager:
         with safe_open(str(rank_file), framework="pt") as f:
             meta = f.metadata()
             rng_tensors = {k: f.get_tensor(k) for k in f.keys()}
-        set_rng_state(rng_tensors, json.loads(meta["rng"]))
-        return Restored(path, trainer_state, json.loads(meta["state"]))
+        set_rng_state(rng_tensors, loads_json(meta["rng"], rank_file))
+        return Restored(path, trainer_state, loads_json(meta["state"], rank_file))
