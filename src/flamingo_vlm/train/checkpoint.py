@@ -35,10 +35,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import loads_json, read_json, save_safetensors, sha256_file, write_text
+from flamingo_vlm.io import load_tensors, loads_json, read_json, save_safetensors, sha256_file, write_text
 from flamingo_vlm.model.flamingo import WEIGHTS_NAME
 from flamingo_vlm.train.distributed import barrier, broadcast_object, full_tensor, is_distributed
 
@@ -291,8 +290,8 @@ class CheckpointManager:
         else:
             if "optimizer" not in trainer_state:
                 raise CheckpointError(f"{path} is a sharded (FSDP) checkpoint; resume it with strategy: fsdp")
-            model.load_added_state_dict(load_file(path / WEIGHTS_NAME))
-            tensors = load_file(path / OPTIMIZER)
+            model.load_added_state_dict(load_tensors(path / WEIGHTS_NAME))
+            tensors = load_tensors(path / OPTIMIZER)
             optimizer.load_state_dict(unflatten_optimizer_state(tensors, trainer_state["optimizer"]))
             for group in optimizer.param_groups:
                 group["betas"] = tuple(group["betas"])  # JSON turned the tuple into a list
