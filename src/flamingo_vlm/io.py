@@ -20,6 +20,8 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,20 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise ValueError(f"{path} is not a readable weights file: {type(err).__name__}: {str(err)[:300]}") from err
+
+
+@contextmanager
+def pickled_weights_refused(source: str | Path) -> Iterator[None]:
+    """Around a transformers ``from_pretrained``: a ``.bin`` it refused to unpickle becomes a ``ValueError``.
+
+    transformers reads pickled ``pytorch_model.bin`` files with ``weights_only=True``, so a crafted one fails
+    with ``UnpicklingError`` instead of running; the user should see which directory, and what to do.
+    """
+    try:
+        yield
+    except pickle.UnpicklingError as err:
+        reason = next((line for line in str(err).splitlines() if "GLOBAL" in line), str(err).splitlines()[0])
+        raise ValueError(
+            f"{source}: its pickled weights were refused (read with weights_only=True; {reason.strip()}); "
+            "use safetensors weights"
+        ) from err

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flamingo_vlm.io import read_json, write_text
+from flamingo_vlm.io import pickled_weights_refused, read_json, write_text
 from flamingo_vlm.model.efficientnet import EFFICIENTNET_MODEL_TYPE, EFFICIENTNET_VARIANTS, EfficientNetLiteEncoder
 from flamingo_vlm.model.nfnet import NFNET_MODEL_TYPE, NFNetEncoder
 from flamingo_vlm.model.vision_encoder import HALF, VisionEncoder
@@ -58,7 +58,8 @@ class HFVisionTower(VisionEncoder):
         from transformers import CLIPVisionModel, SiglipVisionModel
 
         is_clip = model_type.startswith("clip")
-        model = (CLIPVisionModel if is_clip else SiglipVisionModel).from_pretrained(path)
+        with pickled_weights_refused(path):
+            model = (CLIPVisionModel if is_clip else SiglipVisionModel).from_pretrained(path)
         defaults = (CLIP_MEAN, CLIP_STD) if is_clip else (HALF, HALF)
         mean, std = _read_normalisation(Path(path), *defaults) if Path(path).is_dir() else defaults
         return cls(model, drop_cls=is_clip, image_mean=mean, image_std=std, reference=str(path))
