@@ -173,20 +173,13 @@ def _pickle_cases(comp: dict[str, Path], work: Path) -> list[tuple[str, Callable
         "Flamingo.from_pretrained: only pickles",
         lambda d, m: lambda: Flamingo.from_pretrained([write_pickle(d / n, m) for n in bins] and d),
     )
-    add(
-        "NFNet dir: pickle instead of model.safetensors",
-        lambda d, m: (
-            lambda: load_vision_encoder(str(_copy_with(comp["nfnet"], d / "v", m, bins, ("model.safetensors",))))
-        ),
-    )
-    add(
-        "NFNet dir: pickle named model.safetensors",
-        lambda d, m: (
-            lambda: load_vision_encoder(
-                str(_copy_with(comp["nfnet"], d / "v", m, ["model.safetensors"], ("model.safetensors",)))
-            )
-        ),
-    )
+
+    def swapped(kind: str, names: list[str], load: Callable[[str], object] = load_vision_encoder):
+        """A saved ``kind`` directory whose model.safetensors is replaced by payloads under ``names``."""
+        return lambda d, m: lambda: load(str(_copy_with(comp[kind], d / kind, m, names, ("model.safetensors",))))
+
+    add("NFNet dir: pickle instead of model.safetensors", swapped("nfnet", bins))
+    add("NFNet dir: pickle named model.safetensors", swapped("nfnet", ["model.safetensors"]))
 
     def efficientnet_dir(d: Path, m: Path) -> Path:
         out = d / "eff"
@@ -212,20 +205,8 @@ def _pickle_cases(comp: dict[str, Path], work: Path) -> list[tuple[str, Callable
         return lambda: EfficientNetLiteEncoder.from_package("efficientnet-lite0")
 
     add("EfficientNet package: crafted .pth", efficientnet_package)
-    add(
-        "CLIP dir: pytorch_model.bin instead of safetensors",
-        lambda d, m: (
-            lambda: load_vision_encoder(str(_copy_with(comp["clip"], d / "v", m, bins, ("model.safetensors",))))
-        ),
-    )
-    add(
-        "LM dir (transformers): pytorch_model.bin only",
-        lambda d, m: (
-            lambda: load_causal_lm(
-                str(_copy_with(comp["lm"], d / "lm", m, ["pytorch_model.bin"], ("model.safetensors",)))
-            )
-        ),
-    )
+    add("CLIP dir: pytorch_model.bin instead of safetensors", swapped("clip", bins))
+    add("LM dir (transformers): pytorch_model.bin only", swapped("lm", ["pytorch_model.bin"], load_causal_lm))
 
     def resume(d: Path, m: Path) -> Callable[[], object]:
         step = _copy_with(comp["flamingo"], d / "run" / "step-00000010", m, bins, ("flamingo.safetensors",))
@@ -472,20 +453,16 @@ def _json_cases(comp: dict[str, Path], work: Path) -> list[tuple[str, Callable[[
     ann = MAX_ANNOTATION_BYTES
     for how in ("deep", "oversized"):
 
-        def vqa(how=how) -> Outcome:
-            root = work / f"vqa-{how}"
-            write(root / "v2_OpenEnded_mscoco_val2014_questions.json", how, ann)
-            return refused(lambda: get_task("vqav2").reader(root, "val"), "questions.json")
+        def annotation(task: str, name: str, split: str, how: str = how) -> Callable[[], Outcome]:
+            def case() -> Outcome:
+                write(work / f"{task}-{how}" / name, how, ann)
+                return refused(lambda: get_task(task).reader(work / f"{task}-{how}", split), name)
 
-        def coco(how=how) -> Outcome:
-            root = work / f"coco-{how}"
-            write(root / "dataset_coco.json", how, ann)
-            return refused(lambda: get_task("coco").reader(root, "test"), "dataset_coco.json")
+            return case
 
-        def episodes(how=how) -> Outcome:
-            root = work / f"episodic-{how}"
-            write(root / "test.json", how, ann)
-            return refused(lambda: get_task("shapesworld_attribute").reader(root, "test"), "test.json")
+        vqa = annotation("vqav2", "v2_OpenEnded_mscoco_val2014_questions.json", "val")
+        coco = annotation("coco", "dataset_coco.json", "test")
+        episodes = annotation("shapesworld_attribute", "test.json", "test")
 
         def memes(how=how) -> Outcome:
             root = work / f"memes-{how}"
