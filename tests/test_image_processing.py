@@ -79,7 +79,19 @@ def test_decoded_photos_are_turned_upright(image_processor):
     assert np.array_equal(np.asarray(decode_image(buffer.getvalue())), np.asarray(upright_picture))
 
 
-def test_empty_arrays_are_named(image_processor):
-    """Fuzz campaign: a (0, 0, 3) array reached a division by zero."""
-    with pytest.raises(ValueError, match=r"must have pixels, got shape \(0, 0, 3\)"):
-        image_processor(np.zeros((0, 0, 3), np.uint8))
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_arrays_are_refused_not_cast_to_pixels(image_processor, bad):
+    array = np.full((8, 8, 3), 0.5, dtype=np.float32)
+    array[2, 3] = bad  # one pixel is enough: the uint8 cast would turn it into an arbitrary colour
+    nan, inf = (3, 0) if np.isnan(bad) else (0, 3)
+    with pytest.raises(ValueError, match=rf"shape \(8, 8, 3\) holds {nan} NaN and {inf} infinite value\(s\) of"):
+        image_processor(array)
+
+
+def test_empty_images_and_tensors_are_refused(image_processor):
+    with pytest.raises(ValueError, match=r"no pixels \(shape \(0, 0, 3\)\)"):
+        image_processor(np.zeros((0, 0, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"no pixels \(width 0, height 0\)"):
+        image_processor(Image.new("RGB", (0, 0)))
+    with pytest.raises(ValueError, match=r"got a tensor of shape \(3, 8, 8\)"):
+        image_processor(torch.full((3, 8, 8), float("nan")))

@@ -189,6 +189,15 @@ def test_undecodable_media_raise_named_errors(proc, tmp_path):
         proc(f"{MEDIA_TOKEN}", images=[{"not": "media"}])
 
 
+def test_non_finite_media_name_the_item_and_the_frame(proc):
+    video = np.full((3, 8, 8, 3), 0.5)
+    video[1, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"item 0, media 1: frame 1 of 3: image array .* holds 1 NaN"):
+        proc([[noise(0), "a", video, "b"]])
+    with pytest.raises(ValueError, match=r"item 0, media 0: image array .* 0 NaN and 192 infinite"):
+        proc(f"{MEDIA_TOKEN}Output:", images=[np.full((8, 8, 3), np.inf)])
+
+
 def test_video_file_without_frames_raises(proc, tmp_path):
     av = pytest.importorskip("av")
     path = tmp_path / "silent.avi"

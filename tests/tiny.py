@@ -76,3 +76,29 @@ def tiny_flamingo_kwargs() -> dict:
         xattn_dim_head=8,
         max_frames=4,
     )
+
+
+class PicklePayload:
+    """Unpickling it would create ``marker``: the crafted weights file every loader must refuse."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def replace_weights_with_pickle(directory, name: str = "pytorch_model.bin"):
+    """Copy-free: swap a saved model's safetensors for a crafted torch file; returns the marker path."""
+    from pathlib import Path
+
+    import torch
+
+    directory = Path(directory)
+    for f in directory.glob("*.safetensors"):
+        f.unlink()
+    marker = directory / "MARKER"
+    torch.save({"weight": PicklePayload(marker)}, directory / name)
+    return marker

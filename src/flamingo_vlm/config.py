@@ -22,6 +22,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from flamingo_vlm.io import MAX_JSON_BYTES, read_bytes, read_json
+
 MediaAttention = Literal["previous", "all_previous"]
 Activation = Literal["squared_relu", "gelu"]
 C = TypeVar("C")
@@ -92,7 +94,7 @@ class FlamingoConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> FlamingoConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_json(path))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -118,7 +120,10 @@ def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError(f"{path}: 'extends' loops back to itself ({' -> '.join(str(p) for p in _seen)})")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:  # a config nests a few levels; a crafted one could exhaust the parser's recursion
+        data = yaml.safe_load(read_bytes(path, MAX_JSON_BYTES)) or {}
+    except (yaml.YAMLError, RecursionError, ValueError) as err:
+        raise ConfigError(f"{path}: not a readable YAML config ({type(err).__name__}: {str(err)[:200]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(data).__name__}")
     base = data.pop("extends", None)

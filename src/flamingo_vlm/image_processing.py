@@ -42,6 +42,8 @@ class FlamingoImageProcessor:
         pil = convert_mode(_to_pil(image), "RGB" if self.num_channels == 3 else "L")
         size = self.image_size
         w, h = pil.size
+        if not (w and h):
+            raise ValueError(f"an image has no pixels (width {w}, height {h})")
         scale = size / max(w, h)
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
         if (new_w, new_h) != (w, h):
@@ -83,19 +85,32 @@ def _to_pil(image: Frame) -> Image.Image:
     """PIL images pass through; arrays (uint8, or float in [0, 1]) become PIL images.
 
     Float arrays are quantised to uint8 so every input goes through the same PIL resampling, and an
-    image given as a file, a PIL image or an array yields the same tensor.
+    image given as a file, a PIL image or an array yields the same tensor.  NaN or infinite values are
+    refused: the uint8 cast would silently turn them into arbitrary pixels.  Tensors are refused too, since
+    their layout is ambiguous (``(c, h, w)`` by torch convention, ``(h, w, c)`` here).
     """
     if isinstance(image, Image.Image):
         return image
+    if isinstance(image, torch.Tensor):
+        raise ValueError(
+            f"expected a PIL image or a numpy array, got a tensor of shape {tuple(image.shape)}: "
+            "pass tensor.permute(1, 2, 0).numpy() for a (c, h, w) tensor"
+        )
     if not isinstance(image, np.ndarray):
         raise ValueError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
     array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise ValueError(f"an image array must be (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), got {image.shape}")
-    if 0 in array.shape[:2]:
-        raise ValueError(f"an image array must have pixels, got shape {image.shape}")
+    if not array.size:
+        raise ValueError(f"an image array has no pixels (shape {image.shape})")
     if np.issubdtype(array.dtype, np.floating):
-        if array.size and (array.min() < 0 or array.max() > 1):
+        if not (finite := np.isfinite(array)).all():
+            n_nan = int(np.isnan(array).sum())
+            raise ValueError(
+                f"image array of shape {image.shape} holds {n_nan} NaN and {int((~finite).sum()) - n_nan} "
+                f"infinite value(s) of {array.size}"
+            )
+        if array.min() < 0 or array.max() > 1:
             raise ValueError(f"float image arrays must lie in [0, 1], got [{array.min()}, {array.max()}]")
         array = (array * 255).round()
     elif array.dtype != np.uint8:

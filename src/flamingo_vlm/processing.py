@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 
 from flamingo_vlm.image_processing import FlamingoImageProcessor, Frame, upright
+from flamingo_vlm.io import read_json
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN, add_flamingo_tokens
 from flamingo_vlm.video import VIDEO_EXTENSIONS, describe_source, read_video_frames, subsample_evenly
 
@@ -127,7 +128,7 @@ class FlamingoProcessor:
             raise FileNotFoundError(
                 f"{path} not found: save the processor with save_pretrained, or build it with from_model"
             )
-        kwargs = json.loads(path.read_text())
+        kwargs = read_json(path)
         kwargs["tokenizer"] = overrides.pop("tokenizer", None) or AutoTokenizer.from_pretrained(directory)
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -151,7 +152,14 @@ class FlamingoProcessor:
     def transform_media(self, media: Media) -> torch.Tensor:
         """An image or video → ``(t, c, h, w)``, an image being a video of one frame."""
         frames = subsample_evenly(self._frames(media), self.config.max_frames)
-        return torch.stack([self.transform_image(f) for f in frames])  # (t, c, h, w)
+        return torch.stack([self._transform_frame(f, i, len(frames)) for i, f in enumerate(frames)])  # (t, c, h, w)
+
+    def _transform_frame(self, frame: Frame, index: int, count: int) -> torch.Tensor:
+        """:meth:`transform_image`, naming the frame of a video in the error."""
+        try:
+            return self.transform_image(frame)
+        except ValueError as e:
+            raise ValueError(f"frame {index} of {count}: {e}" if count > 1 else str(e)) from e
 
     def _frames(self, media: Media) -> list[Frame]:
         if isinstance(media, Image.Image):

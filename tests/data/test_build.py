@@ -6,7 +6,7 @@ from data_fixtures import image_bytes, noisy_jpeg, transform
 
 from flamingo_vlm.cli import main
 from flamingo_vlm.data import InterleavedDataset, Slot
-from flamingo_vlm.data.build import build_web_shards, find_pages
+from flamingo_vlm.data.build import build_web_shards, find_pages, page_roots
 from flamingo_vlm.tokenization import MEDIA_TOKEN
 
 
@@ -111,3 +111,50 @@ def test_build_web_shows_only_complete_shards_and_reruns_identically(tmp_path, m
     before = {s: open(s, "rb").read() for s in first.shards}
     second = build_web_shards(pages, out, pages_per_shard=2, progress=False)
     assert {s: open(s, "rb").read() for s in second.shards} == before
+
+
+def test_build_web_never_packs_files_outside_the_pages_folder(tmp_path):
+    """Crafted ``src`` (climbing out, absolute, file: URL, symlinks) is a counted skip; the file is never packed."""
+    secret = tmp_path / "private"
+    secret.mkdir()
+    (secret / "photo.png").write_bytes(image_bytes(color=(1, 2, 3)))  # a valid image: only the root check stops it
+    (secret / "page.html").write_text('<p>private words</p><img src="photo.png">')
+    site = tmp_path / "crawl" / "site"
+    (site / "img").mkdir(parents=True)
+    (site / "img" / "ok.png").write_bytes(image_bytes(color=(255, 0, 0)))
+    (site / "img" / "link.png").symlink_to(secret / "photo.png")
+    (site / "linked").symlink_to(secret, target_is_directory=True)  # a symlinked folder leading out
+    (site / "sub").mkdir()
+    (site / "sub" / "nested.html").write_text('<p>up one level is fine</p><img src="../img/ok.png">')
+    (secret / "other.png").write_bytes(image_bytes(color=(3, 2, 1)))
+    outside = secret / "photo.png"
+    srcs = [
+        "../../private/photo.png",
+        str(secret / "other.png"),
+        f"file://{outside}",
+        f"file:{outside}",
+        "img/link.png",
+    ]
+    (site / "evil.html").write_text("<p>evil</p>" + "".join(f'<img src="{s}">' for s in srcs))
+    (site / "page_link.html").symlink_to(secret / "page.html")
+
+    report = build_web_shards(
+        find_pages([site]), tmp_path / "out", pages_per_shard=1, progress=False, roots=page_roots([site])
+    )
+
+    assert report.pages_kept == 1  # sub/nested.html: "../img" stays inside the root
+    assert report.images_skipped == {"image_outside_root": 3, "unsupported_image_src": 2}
+    # evil.html has no image left; the symlinked page and the page under the symlinked folder are refused
+    assert report.pages_skipped == {"no_images": 1, "page_outside_root": 2}
+    for shard in report.shards:
+        data = open(shard, "rb").read()
+        assert b"private words" not in data
+        assert outside.read_bytes() not in data and (secret / "other.png").read_bytes() not in data
+
+
+def test_build_web_without_roots_confines_images_to_the_page_folder(tmp_path):
+    (tmp_path / "photo.png").write_bytes(image_bytes())
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.html").write_text('<p>words</p><img src="../photo.png">')
+    report = build_web_shards(find_pages([tmp_path / "site"]), tmp_path / "out", progress=False)
+    assert report.pages_kept == 0 and report.images_skipped == {"image_outside_root": 1}

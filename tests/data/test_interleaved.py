@@ -133,3 +133,16 @@ def test_p_next_applies_per_page(tokenizer, web_shard):
         config = InterleavedConfig(max_length=4096, max_images=20, p_next=p_next)
         stream = InterleavedDataset(web_shard, tokenizer, transform, config).samples(Slot())
         assert all((next(stream)["input_ids"][0] == media) == starts_with_image for _ in range(3))
+
+
+def test_deeply_nested_record_json_is_a_counted_skip():
+    """A crafted shard record must not stop the stream with a RecursionError from the JSON parser."""
+    from flamingo_vlm.data.document import Document
+    from flamingo_vlm.data.skips import BadSample
+    from flamingo_vlm.data.text import decode_text
+
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    with pytest.raises(BadSample, match="bad_document: document nests deeper"):
+        Document.from_json(deep)
+    with pytest.raises(BadSample, match="bad_caption_json: caption nests deeper"):
+        decode_text(deep, "json")

@@ -159,3 +159,23 @@ def test_vqa_annotation_with_an_unusable_id_is_counted_not_a_crash(benchmark_wri
     path.write_text(json.dumps(data))
     split = spec.reader(root, "val")
     assert len(split.examples) == 2 and split.bad == {"malformed_record": 1}
+
+
+@pytest.mark.parametrize("task", ["vqav2", "coco", "msvdqa", "imagenet", "shapesworld_attribute"])
+def test_deeply_nested_annotation_file_is_refused_naming_it(task: str, benchmark_writer) -> None:
+    """A crafted annotation file is a ValueError naming the file, not a RecursionError from the parser."""
+    spec = get_task(task)
+    root = benchmark_writer(task)
+    files = sorted(p for p in root.glob("*.json") if p.stat().st_size > 2)
+    for path in files:
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"\.json nests deeper than the parser's limit"):
+        spec.reader(root, spec.eval_split)
+
+
+def test_deeply_nested_jsonl_line_is_a_counted_malformed_record(benchmark_writer) -> None:
+    root = benchmark_writer("hateful_memes", n_eval=2)
+    with open(root / "dev_seen.jsonl", "a") as f:
+        f.write("[" * 100_000 + "]" * 100_000 + "\n")
+    split = get_task("hateful_memes").reader(root, "dev_seen")
+    assert len(split.examples) == 2 and split.bad == {"malformed_record": 1}

@@ -65,3 +65,18 @@ def test_the_wrapped_lm_still_works_alone_and_can_be_shared(lm_dirs, vision_dirs
     assert torch.allclose(out_first, alone(text, pixel_values=pixels).logits, atol=1e-6)
     assert not torch.allclose(out_first, out_second)
     assert torch.equal(lm(input_ids=ids).logits, before)
+
+
+def test_lm_with_pickled_weights_is_refused_without_running_them(lm_dirs, tmp_path):
+    """transformers reads a pickle ``pytorch_model.bin`` with weights_only=True; we name the refusal."""
+    import shutil
+
+    from tiny import replace_weights_with_pickle
+
+    from flamingo_vlm.model.causal_lm import load_causal_lm
+
+    lm = shutil.copytree(lm_dirs["llama"], tmp_path / "lm")
+    marker = replace_weights_with_pickle(lm)
+    with pytest.raises(ValueError, match=r"lm: its pickled weights were refused .*posix\.system"):
+        load_causal_lm(str(lm))
+    assert not marker.exists()

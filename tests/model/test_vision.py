@@ -42,3 +42,17 @@ def test_unknown_specs_are_named(tmp_path):
         load_vision_encoder(str(tmp_path))
     with pytest.raises(ValueError, match="unknown vision module Linear"):
         load_vision_encoder(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("kind", ["clip", "nfnet"])
+def test_vision_dir_with_pickled_weights_is_refused_without_running_them(vision_dirs, tmp_path, kind):
+    import shutil
+
+    from tiny import replace_weights_with_pickle
+
+    encoder = shutil.copytree(vision_dirs[kind], tmp_path / kind)
+    marker = replace_weights_with_pickle(encoder)
+    match = "pickled weights were refused" if kind == "clip" else r"model\.safetensors does not exist"
+    with pytest.raises(ValueError, match=match):
+        load_vision_encoder(str(encoder))
+    assert not marker.exists()

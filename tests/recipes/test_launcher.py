@@ -83,3 +83,19 @@ def test_overrides_may_follow_options(capsys) -> None:
         main(["config", "show", "demo", "tiny", "--bogus"])
     args, extra = build_parser().parse_known_args(["demo", "a=1", "--out", "x", "b=2"])
     assert args.overrides == ["a=1"] and extra == ["b=2"]  # what main() appends
+
+
+def test_unreadable_yaml_configs_are_one_line_config_errors(tmp_path) -> None:
+    """Deeply nested, oversized or broken YAML is a ConfigError naming the file, not a parser traceback."""
+    from flamingo_vlm.config import ConfigError
+    from flamingo_vlm.io import MAX_JSON_BYTES
+
+    cases = {
+        "deep.yaml": "[" * 100_000 + "]" * 100_000,
+        "broken.yaml": "a: [1, 2",
+        "big.yaml": "#" * MAX_JSON_BYTES + "\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfigError, match=rf"{name}: not a readable YAML config"):
+            load_config(DemoConfig, tmp_path / name)

@@ -200,3 +200,39 @@ def test_metrics_of_steps_after_the_last_checkpoint_are_replaced_on_resume(make_
         f.write(json.dumps({"step": 5, "loss/web": 1.0}) + "\n" + '{"step": 6, "loss/w')  # killed mid-line
     run(config)
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_fsdp_metadata_is_unpickled_without_running_code(tmp_path):
+    """torch.distributed.checkpoint pickles ``.metadata``; a crafted one must be refused, not executed."""
+    import pickle
+
+    import torch.distributed.checkpoint as dcp
+
+    from flamingo_vlm.train.checkpoint import CheckpointError, SafeFileSystemReader
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    with pytest.warns(UserWarning):  # single process: dcp says it assumes no process group
+        dcp.save(state, checkpoint_id=str(tmp_path / "good"))
+    restored = {"model": torch.nn.Linear(2, 2).state_dict(), "optimizer": state["optimizer"]}
+    dcp.load(restored, storage_reader=SafeFileSystemReader(str(tmp_path / "good")))  # a real checkpoint loads
+    assert torch.equal(restored["model"]["weight"], model.weight)
+
+    marker = tmp_path / "MARKER"
+    (tmp_path / "good" / ".metadata").write_bytes(pickle.dumps(_RunsCode(marker)))
+    with pytest.raises(CheckpointError, match="posix.system is not part of a checkpoint's metadata"):
+        SafeFileSystemReader(str(tmp_path / "good")).read_metadata()
+    assert not marker.exists()

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flamingo_vlm.io import load_tensors
 from flamingo_vlm.model.flamingo import Flamingo
 from flamingo_vlm.model.language import DECODER_LAYER_PATHS, find_decoder_layers
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
@@ -112,12 +113,7 @@ def load_openflamingo_state_dict(checkpoint: str | Path | Mapping[str, torch.Ten
         path = Path(checkpoint)
         if not path.is_file():
             raise ValueError(f"OpenFlamingo checkpoint {path} does not exist")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)  # .pt checkpoints with weights_only=True: no code is ever unpickled
     for wrapper in ("model_state_dict", "state_dict"):
         if wrapper in state and isinstance(state[wrapper], Mapping):
             state = dict(state[wrapper])

@@ -4,6 +4,12 @@ One record per page: ``<key>.json`` (the :class:`Document`, image ``src`` rewrit
 name inside the record) and ``<key>.<i>.<ext>`` (each image's original bytes, not re-encoded).
 Images are fully decoded once here, so that the paper's size filters use the true size and
 training never meets an image that was already known to be broken.
+
+Pages are untrusted (crawled HTML): an ``<img src>`` may climb out of the pages folder
+(``../../photo.png``), be absolute (``/etc/passwd``), a ``file:`` URL, or name a symlink that points
+outside.  Packing such a file would leak local files into the shards, so every page and image is
+checked, by its real path (symlinks resolved), to lie inside its *root*, the input folder it was found
+under, and is otherwise skipped (``page_outside_root`` / ``image_outside_root``) without being read.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import webdataset as wds
 from PIL import Image
@@ -46,6 +53,27 @@ class BuildReport:
         )
 
 
+def page_roots(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """The folders pages and images may be read from: each input directory, or an input page's own folder."""
+    return [os.fspath(p) if os.path.isdir(p) else os.path.dirname(os.path.abspath(p)) for p in inputs]
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether ``path`` lies in the real directory ``root`` once every symlink on its way is resolved."""
+    return os.path.commonpath([os.path.realpath(path), root]) == root
+
+
+def _root_of(page: str, roots: Sequence[str | os.PathLike] | None) -> str:
+    """The real path of the deepest root holding ``page``, else of the page's folder.
+
+    Chosen by the names as given, not resolved: a page reached through a symlinked folder that leads out of
+    its root keeps that root, and is then refused.
+    """
+    folder = os.path.dirname(os.path.abspath(page))
+    holding = [r for r in map(os.path.abspath, roots or ()) if os.path.commonpath([folder, r]) == r]
+    return os.path.realpath(max(holding, key=len, default=folder))
+
+
 def find_pages(inputs: Sequence[str | os.PathLike]) -> list[str]:
     """HTML files given directly or found (recursively) under given directories, sorted."""
     pages: list[str] = []
@@ -60,10 +88,12 @@ def find_pages(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return pages
 
 
-def _load_image(image: ImageItem, image_filter: ImageFilter) -> tuple[bytes, str, int, int]:
-    """``(bytes, extension, width, height)`` of a local image that passes the filters."""
-    if "://" in image.src or image.src.startswith("data:"):
+def _load_image(image: ImageItem, image_filter: ImageFilter, root: str) -> tuple[bytes, str, int, int]:
+    """``(bytes, extension, width, height)`` of a local image under ``root`` that passes the filters."""
+    if urlparse(image.src).scheme:  # http:, data:, file: ... : only local files next to the page are packed
         raise BadSample("unsupported_image_src", image.src[:80])
+    if not _inside(image.src, root):  # checked before opening: the file is never read
+        raise BadSample("image_outside_root", image.src[:200])
     try:
         with open(image.src, "rb") as f:
             data = f.read()
@@ -84,8 +114,15 @@ def page_record(
     image_filter: ImageFilter,
     max_images: int,
     images_skipped: SkipCounts,
+    root: str | None = None,
 ) -> tuple[dict[str, bytes | str], int]:
-    """The shard record of one page and its image count; raises :class:`BadSample` to skip the page."""
+    """The shard record of one page and its image count; raises :class:`BadSample` to skip the page.
+
+    ``root`` is the real path of the folder the page and its images must lie in (default: the page's folder).
+    """
+    root = root or _root_of(path, None)
+    if not _inside(path, root):  # a symlinked page pointing elsewhere
+        raise BadSample("page_outside_root", path)
     with open(path, "rb") as f:
         raw = f.read()
     try:
@@ -108,7 +145,7 @@ def page_record(
             document.items.append(item)
             continue
         try:
-            data, extension, width, height = _load_image(item, image_filter)
+            data, extension, width, height = _load_image(item, image_filter, root)
         except BadSample as e:
             images_skipped.skip(e.reason, e.detail, path)
             continue
@@ -141,12 +178,16 @@ def build_web_shards(
     max_images_per_page: int = 100,
     image_filter: ImageFilter | None = None,
     progress: bool = True,
+    roots: Sequence[str | os.PathLike] | None = None,
 ) -> BuildReport:
     """Write one record per usable page into ``{output_dir}/{prefix}-%06d.tar`` shards.
 
     Each shard is written under a temporary name (``….tar.tmp``, which no reader's ``*.tar`` matches) and
     renamed once complete, so a build killed midway never leaves a half-written shard where training would
     read it; entries carry a fixed mtime, so a rerun writes the same bytes.
+
+    ``roots`` are the folders the pages were found under (:func:`page_roots` of the inputs): a page and its
+    images must lie in the deepest root holding the page; without roots, in the page's own folder.
     """
     image_filter = image_filter or ImageFilter()
     pages = list(pages)
@@ -158,7 +199,7 @@ def build_web_shards(
             images_skipped = SkipCounts()
             try:
                 record, n_images = page_record(
-                    path, f"page{index:09d}", image_filter, max_images_per_page, images_skipped
+                    path, f"page{index:09d}", image_filter, max_images_per_page, images_skipped, _root_of(path, roots)
                 )
             except BadSample as e:
                 report.pages_skipped.skip(e.reason, e.detail, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from flamingo_vlm.data.build import build_web_shards, find_pages
+from flamingo_vlm.data.build import build_web_shards, find_pages, page_roots
 from flamingo_vlm.data.html import ImageFilter
 
 
@@ -37,6 +37,7 @@ def run_build_web(args: argparse.Namespace) -> int:
         max_images_per_page=args.max_images_per_page,
         image_filter=ImageFilter(min_side=args.min_image_side, max_aspect_ratio=args.max_aspect_ratio),
         progress=not args.no_progress,
+        roots=page_roots(args.inputs),
     )
     print(report.summary())
     return 0 if report.pages_kept else 1

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from flamingo_vlm.data.skips import BadSample
+from flamingo_vlm.io import loads_json
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Document:
     def from_json(cls, data: str | bytes) -> Document:
         """Parse a stored document; anything malformed is a :class:`BadSample` (``bad_document``)."""
         try:
-            raw = json.loads(data)
+            raw = loads_json(data, "document")
             items: list[Item] = []
             for entry in raw["items"]:
                 kind = entry.pop("type")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from flamingo_vlm.data.skips import BadSample
+from flamingo_vlm.io import loads_json
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN
 
 IGNORE_INDEX = -100
@@ -43,7 +42,7 @@ def decode_text(data: bytes, extension: str) -> str:
         raise BadSample("non_utf8_text", str(e)) from e
     if extension == "json":
         try:
-            meta = json.loads(text)
+            meta = loads_json(text, "caption")
             text = next(meta[k] for k in CAPTION_KEYS if isinstance(meta, dict) and meta.get(k) is not None)
         except (ValueError, StopIteration) as e:
             raise BadSample("bad_caption_json", str(e) or "no caption field") from e

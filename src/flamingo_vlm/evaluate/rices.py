@@ -18,10 +18,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from flamingo_vlm.evaluate.media_loading import MediaError, load_media
-from flamingo_vlm.io import save_safetensors, sha256_file
+from flamingo_vlm.io import load_tensors, save_safetensors, sha256_file
 from flamingo_vlm.processing import FlamingoProcessor
 
 logger = logging.getLogger(__name__)
@@ -60,7 +59,12 @@ class RicesFeatureStore:
 
     def __init__(self, directory: str | Path, fingerprint: str) -> None:
         self.path = Path(directory) / f"rices-{fingerprint}.safetensors"
-        self.features: dict[str, torch.Tensor] = load_file(self.path) if self.path.is_file() else {}
+        self.features: dict[str, torch.Tensor] = {}
+        if self.path.is_file():
+            try:
+                self.features = load_tensors(self.path)
+            except ValueError as err:  # a damaged or foreign cache is recomputed, never unpickled
+                logger.warning("RICES feature cache unusable, recomputing it: %s", err)
         self._dirty = False
 
     def __contains__(self, key: str) -> bool:

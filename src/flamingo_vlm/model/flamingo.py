@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from flamingo_vlm.config import FlamingoConfig
-from flamingo_vlm.io import save_safetensors
+from flamingo_vlm.io import load_tensors, save_safetensors
 from flamingo_vlm.model import generation
 from flamingo_vlm.model.causal_lm import drop_gguf_quantizer, lm_reference, load_causal_lm, load_tokenizer
 from flamingo_vlm.model.language import FlamingoLM, MediaScope, find_decoder_layers
@@ -246,7 +245,7 @@ class Flamingo(nn.Module):
 
         lm, _ = _load_lm(resolve(config.lm), lm_kwargs or {})
         model = cls(config, lm, load_vision_encoder(resolve(config.vision)), AutoTokenizer.from_pretrained(directory))
-        model.load_added_state_dict(load_file(directory / WEIGHTS_NAME))
+        model.load_added_state_dict(load_tensors(directory / WEIGHTS_NAME))
         return model
 
     def load_added_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import save_safetensors, write_text
+from flamingo_vlm.io import load_tensors, read_json, save_safetensors, write_text
 from flamingo_vlm.model.vision_encoder import HALF, VisionEncoder
 
 NFNET_MODEL_TYPE = "flamingo_nfnet"
@@ -128,8 +127,8 @@ class NFNetEncoder(VisionEncoder):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> NFNetEncoder:
         path = Path(path)
-        config = json.loads((path / "config.json").read_text())
+        config = read_json(path / "config.json")
         config.pop("model_type")
         model = cls(NFNetConfig(**config), reference=str(path))
-        model.load_state_dict(load_file(path / "model.safetensors"))
+        model.load_state_dict(load_tensors(path / "model.safetensors"))
         return model

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from flamingo_vlm.io import write_text
+from flamingo_vlm.io import pickled_weights_refused, read_json, write_text
 from flamingo_vlm.model.efficientnet import EFFICIENTNET_MODEL_TYPE, EFFICIENTNET_VARIANTS, EfficientNetLiteEncoder
 from flamingo_vlm.model.nfnet import NFNET_MODEL_TYPE, NFNetEncoder
 from flamingo_vlm.model.vision_encoder import HALF, VisionEncoder
@@ -35,7 +35,7 @@ def _read_normalisation(directory: Path, default_mean, default_std) -> tuple[tup
     path = directory / "preprocessor_config.json"
     if not path.is_file():
         return default_mean, default_std
-    config = json.loads(path.read_text())
+    config = read_json(path)
     return tuple(config.get("image_mean", default_mean)), tuple(config.get("image_std", default_std))
 
 
@@ -58,7 +58,8 @@ class HFVisionTower(VisionEncoder):
         from transformers import CLIPVisionModel, SiglipVisionModel
 
         is_clip = model_type.startswith("clip")
-        model = (CLIPVisionModel if is_clip else SiglipVisionModel).from_pretrained(path)
+        with pickled_weights_refused(path):
+            model = (CLIPVisionModel if is_clip else SiglipVisionModel).from_pretrained(path)
         defaults = (CLIP_MEAN, CLIP_STD) if is_clip else (HALF, HALF)
         mean, std = _read_normalisation(Path(path), *defaults) if Path(path).is_dir() else defaults
         return cls(model, drop_cls=is_clip, image_mean=mean, image_std=std, reference=str(path))
@@ -132,7 +133,7 @@ def load_vision_encoder(spec: str | nn.Module) -> VisionEncoder:
         return EfficientNetLiteEncoder.from_package(spec)
     config_path = Path(spec) / "config.json"
     if config_path.is_file():
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        model_type = read_json(config_path).get("model_type")
     else:
         from transformers import AutoConfig
 

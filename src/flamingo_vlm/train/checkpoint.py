@@ -12,7 +12,9 @@ One checkpoint is a directory ``step-00001000/``:
 - ``manifest.json``, written last: size and SHA-256 of every file.
 
 Nothing is unpickled on load (tensors come from safetensors, the rest from JSON), except the
-``.metadata`` file that ``torch.distributed.checkpoint`` itself pickles in FSDP checkpoints. The
+``.metadata`` file that ``torch.distributed.checkpoint`` itself pickles in FSDP checkpoints, and that
+one through an unpickler that builds only its own metadata classes (:class:`SafeFileSystemReader`):
+a crafted checkpoint cannot run code on resume. The
 directory is assembled under a temporary name and renamed once complete, so a crash never leaves
 a half-written ``step-*``; a checkpoint damaged later (truncated copy, bad disk) fails the
 manifest check and the previous one is used.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -35,10 +38,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint import metadata as dcp_metadata
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
-from flamingo_vlm.io import as_os_error, save_safetensors, sha256_file, write_text
+from flamingo_vlm.io import as_os_error, load_tensors, loads_json, read_json, save_safetensors, sha256_file, write_text
 from flamingo_vlm.model.flamingo import WEIGHTS_NAME
 from flamingo_vlm.train.distributed import barrier, broadcast_object, full_tensor, is_distributed
 
@@ -145,7 +150,7 @@ def write_manifest(directory: Path) -> None:
 def verify(directory: Path) -> None:
     """Raise :class:`CheckpointError` unless every file matches the manifest."""
     try:
-        entries = json.loads((directory / MANIFEST).read_text())
+        entries = read_json(directory / MANIFEST)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{directory}: no readable {MANIFEST} ({e})") from e
     for name, entry in entries.items():
@@ -158,6 +163,46 @@ def verify(directory: Path) -> None:
             )
         if sha256_file(path) != entry["sha256"]:
             raise CheckpointError(f"{directory}: {name} is corrupted (checksum mismatch)")
+
+
+# What torch.distributed.checkpoint's .metadata pickle may build: its own metadata records, tensor shapes,
+# dtypes and layouts, and the paths it stores. Anything else (os.system, eval, ...) is a crafted file.
+_DCP_GLOBALS = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("collections", "OrderedDict"),
+    ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+}
+_DCP_METADATA_MODULE = "torch.distributed.checkpoint.metadata"
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _DCP_GLOBALS or (module == _DCP_METADATA_MODULE and hasattr(dcp_metadata, name)):
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """A ``torch.distributed.checkpoint`` reader whose ``.metadata`` is unpickled with :class:`_MetadataUnpickler`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        path = self._get_metadata_path(kwargs.get("rank"))
+        try:
+            with self.fs.create_stream(path, "rb") as f:
+                metadata = _MetadataUnpickler(f).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{path}: not a torch.distributed.checkpoint metadata file ({err})") from err
+        if not isinstance(metadata, Metadata):
+            raise CheckpointError(f"{path}: holds a {type(metadata).__name__}, not checkpoint metadata")
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
 
 
 @dataclass
@@ -319,7 +364,7 @@ class CheckpointManager:
         return self.load(Path(chosen), model, optimizer)
 
     def load(self, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Restored:
-        trainer_state = json.loads((path / TRAINER_STATE).read_text())
+        trainer_state = read_json(path / TRAINER_STATE)
         rank_file = path / f"rank-{self.rank}.safetensors"
         if not rank_file.is_file():
             raise CheckpointError(f"{path} has no state for rank {self.rank}: it was written with fewer ranks")
@@ -331,7 +376,9 @@ class CheckpointManager:
 
             model_state, optim_state = self._sharded_state(model, optimizer)
             state = {"model": model_state, "optimizer": optim_state}
-            dcp.load(state, checkpoint_id=str(path / SHARDED))
+            reader = SafeFileSystemReader(str(path / SHARDED))
+            reader.read_metadata()  # a crafted .metadata fails here, as itself, before dcp wraps the error
+            dcp.load(state, storage_reader=reader)
             set_state_dict(
                 model,
                 optimizer,
@@ -342,8 +389,8 @@ class CheckpointManager:
         else:
             if "optimizer" not in trainer_state:
                 raise CheckpointError(f"{path} is a sharded (FSDP) checkpoint; resume it with strategy: fsdp")
-            model.load_added_state_dict(load_file(path / WEIGHTS_NAME))
-            tensors = load_file(path / OPTIMIZER)
+            model.load_added_state_dict(load_tensors(path / WEIGHTS_NAME))
+            tensors = load_tensors(path / OPTIMIZER)
             optimizer.load_state_dict(unflatten_optimizer_state(tensors, trainer_state["optimizer"]))
             for group in optimizer.param_groups:
                 group["betas"] = tuple(group["betas"])  # JSON turned the tuple into a list
@@ -354,5 +401,5 @@ class CheckpointManager:
         with safe_open(str(rank_file), framework="pt") as f:
             meta = f.metadata()
             rng_tensors = {k: f.get_tensor(k) for k in f.keys()}
-        set_rng_state(rng_tensors, json.loads(meta["rng"]))
-        return Restored(path, trainer_state, json.loads(meta["state"]))
+        set_rng_state(rng_tensors, loads_json(meta["rng"], rank_file))
+        return Restored(path, trainer_state, loads_json(meta["state"], rank_file))

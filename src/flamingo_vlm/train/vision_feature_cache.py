@@ -13,10 +13,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from flamingo_vlm.io import save_safetensors
+from flamingo_vlm.io import load_tensors, save_safetensors
 from flamingo_vlm.model.vision import encoder_fingerprint
 
 
@@ -39,8 +38,8 @@ class VisionFeatureCache:
 
     def _load(self, path: Path) -> torch.Tensor | None:
         try:
-            return load_file(path)["features"]
-        except (OSError, ValueError, KeyError, RuntimeError):  # absent, or truncated by a crash elsewhere
+            return load_tensors(path)["features"]
+        except (ValueError, KeyError):  # absent, or truncated by a crash elsewhere
             return None
 
     @torch.no_grad()

@@ -61,7 +61,9 @@ def write_web_shards(
     """``flamingo data build-web`` on the pages; the size filter is relaxed only for images under 64 px."""
     image_filter = ImageFilter(min_side=min(ImageFilter.min_side, config.image_size))
     pages = find_pages([pages_dir])
-    return build_web_shards(pages, shards_dir, "web", per_shard, image_filter=image_filter, progress=progress)
+    return build_web_shards(
+        pages, shards_dir, "web", per_shard, image_filter=image_filter, progress=progress, roots=[pages_dir]
+    )
 
 
 def write_pair_shards(

@@ -7,13 +7,14 @@ scorer.  The runner treats all tasks alike.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from flamingo_vlm import io
 
 logger = logging.getLogger(__name__)
 
@@ -120,15 +121,10 @@ class RecordChecker:
 
 
 def read_json(path: Path) -> Any:
-    """Load a JSON file, naming the file in the error a user will see."""
+    """Load a benchmark file, naming the file in the error a user will see (size and nesting limits: io.py)."""
     if not path.is_file():
         raise ValueError(f"expected the benchmark file {path}, which does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text: {err}") from err
+    return io.read_json(path, io.MAX_ANNOTATION_BYTES)
 
 
 def record_list(data: Any, key: str | None, path: Path, layout: str) -> list:

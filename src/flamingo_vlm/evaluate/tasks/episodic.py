@@ -32,6 +32,7 @@ from typing import Any
 
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split
 from flamingo_vlm.evaluate.tasks.video_qa import score_video_qa
+from flamingo_vlm.io import MAX_ANNOTATION_BYTES, read_json
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def read_episodes(root: str | Path, split: str = "test") -> tuple[str, list[Epis
     if not path.is_file():
         raise ValueError(f"expected the episodes file {path}, which does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, MAX_ANNOTATION_BYTES)
         episodes = []
         for record in data["episodes"]:
             support = tuple(_example(s, root, f"{record['id']}/s{j}") for j, s in enumerate(record["support"]))
@@ -110,7 +111,7 @@ def read_episodes(root: str | Path, split: str = "test") -> tuple[str, list[Epis
                 raise ValueError(f"{episode.id}: answer {episode.query.answer!r} is not among its candidates")
             episodes.append(episode)
         return str(data["template"]), episodes
-    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a ShapesWorld episodes file: {err!r}") from err
 
 

@@ -6,7 +6,6 @@ P(yes) normalised over the two answers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 
 from flamingo_vlm.evaluate.metrics.classification import roc_auc
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split
+from flamingo_vlm.io import MAX_ANNOTATION_BYTES, loads_json, read_bytes
 
 HATEFUL_MEMES_TEMPLATE = (
     '<image>is an image with written: "{text}" on it. Is it hateful? Answer: {answer}<|endofchunk|>'
@@ -42,15 +42,15 @@ def read_hateful_memes(root: Path, split: str) -> Split:
         raise ValueError(f"expected the HatefulMemes file {path}, which does not exist")
     checker = RecordChecker(f"{root.name}/{split}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_bytes(path, MAX_ANNOTATION_BYTES).decode("utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise ValueError(f"{path} is not UTF-8 text: {err}") from err
     for line in lines:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = loads_json(line, path)
+        except ValueError:  # not JSON, or nested too deeply
             checker.bad["malformed_record"] += 1
             continue
         checker.add(lambda r=record: _meme_example(r, root))
