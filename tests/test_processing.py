@@ -153,6 +153,8 @@ def test_video_file_is_sampled_and_capped(proc, tmp_path):
     assert batch["media_mask"].tolist() == [[True]]
     assert proc.tokenizer.decode(batch["input_ids"][0]) == f"Question: what moves?{MEDIA_TOKEN}Answer:"
     assert len(proc.load_video(path, fps=2.0, max_frames=100)) == 12
+    segment = proc.load_video(f"{path}#t=1,4", fps=2.0, max_frames=100)  # an annotated segment: t in [1, 4) s
+    assert [round(np.asarray(f).mean() / 10) for f in segment] == [2, 3, 4, 5, 6, 7]
 
 
 def test_batch_without_media_still_gets_tensors(proc):

@@ -7,7 +7,13 @@ import pytest
 
 pytest.importorskip("av")
 
-from flamingo_vlm.video import read_video_frames, subsample_evenly, write_video  # noqa: E402
+from flamingo_vlm.video import (  # noqa: E402
+    read_video_frames,
+    split_time_fragment,
+    subsample_evenly,
+    with_time_fragment,
+    write_video,
+)
 
 CLIP_FPS, CLIP_SECONDS, LEVEL = 10, 4, 6
 
@@ -46,6 +52,29 @@ def test_rate_above_clip_rate_keeps_every_frame_once(clip_bytes):
 def test_max_frames_subsamples_evenly_over_the_clip(clip_bytes):
     frames = read_video_frames(clip_bytes, fps=2.0, max_frames=3)  # 8 sampled: t = 0, 0.5, ..., 3.5
     assert [frame_index(f) for f in frames] == [0, 20, 35]
+
+
+def test_a_segment_is_sampled_on_the_clip_clock_from_its_start(clip_bytes):
+    frames = read_video_frames(clip_bytes, fps=1.0, start=1.5, end=3.5)
+    assert [frame_index(f) for f in frames] == [15, 25]  # t = 1.5, 2.5 s; 3.5 s is the (excluded) end
+    assert [frame_index(f) for f in read_video_frames(clip_bytes, fps=1.0, start=2.0)] == [20, 30]
+    assert [frame_index(f) for f in read_video_frames(clip_bytes, fps=1.0, end=1.0)] == [0]
+    with pytest.raises(ValueError, match=r"no video frames between 5 s and 9 s"):
+        read_video_frames(clip_bytes, fps=1.0, start=5, end=9)
+    with pytest.raises(ValueError, match="must end after it starts"):
+        read_video_frames(clip_bytes, fps=1.0, start=3, end=2)
+
+
+def test_time_fragments_on_paths_round_trip():
+    assert split_time_fragment("a/v.mp4") == ("a/v.mp4", None, None)
+    assert split_time_fragment("a/v.mp4#t=1.5,3") == ("a/v.mp4", 1.5, 3.0)
+    assert split_time_fragment("v.mp4#t=2") == ("v.mp4", 2.0, None)
+    assert split_time_fragment("v.mp4#t=,2") == ("v.mp4", None, 2.0)
+    for start, end in [(1.5, 3.0), (2.0, None), (None, 2.0), (None, None)]:
+        assert split_time_fragment(with_time_fragment("v.mp4", start, end)) == ("v.mp4", start, end)
+    for bad in ("v.mp4#t=x,2", "v.mp4#t=3,2", "v.mp4#t=-1,2"):
+        with pytest.raises(ValueError, match="bad time range"):
+            split_time_fragment(bad)
 
 
 def test_bytes_and_path_decode_identically(clip_bytes, tmp_path):

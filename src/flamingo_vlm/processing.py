@@ -25,7 +25,13 @@ from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 from flamingo_vlm.image_processing import FlamingoImageProcessor, Frame, upright
 from flamingo_vlm.io import read_json
 from flamingo_vlm.tokenization import EOC_TOKEN, MEDIA_TOKEN, add_flamingo_tokens
-from flamingo_vlm.video import VIDEO_EXTENSIONS, describe_source, read_video_frames, subsample_evenly
+from flamingo_vlm.video import (
+    VIDEO_EXTENSIONS,
+    describe_source,
+    read_video_frames,
+    split_time_fragment,
+    subsample_evenly,
+)
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 
@@ -142,11 +148,19 @@ class FlamingoProcessor:
     def load_video(
         self, source: str | os.PathLike | bytes, fps: float | None = None, max_frames: int | None = None
     ) -> list[Image.Image]:
-        """Decode a video with this processor's sampling rate and frame budget (overridable)."""
+        """Decode a video with this processor's sampling rate and frame budget (overridable).
+
+        A path may end in a media-fragment time range, ``clip.mp4#t=12,30``: only that segment is sampled.
+        """
+        start = end = None
+        if isinstance(source, (str, os.PathLike)):
+            source, start, end = split_time_fragment(os.fspath(source))
         return read_video_frames(
             source,
             fps=self.config.video_fps if fps is None else fps,
             max_frames=self.config.max_frames if max_frames is None else max_frames,
+            start=start,
+            end=end,
         )
 
     def transform_media(self, media: Media) -> torch.Tensor:
@@ -191,7 +205,7 @@ class FlamingoProcessor:
         """An encoded file (path or bytes) → frames: one for an image, sampled frames for a video."""
         name = describe_source(source)
         is_path = isinstance(source, (str, os.PathLike))
-        if is_path and Path(source).suffix.lower() in VIDEO_EXTENSIONS:
+        if is_path and Path(split_time_fragment(os.fspath(source))[0]).suffix.lower() in VIDEO_EXTENSIONS:
             return self.load_video(source)
         if is_path and not os.path.isfile(source):
             raise FileNotFoundError(f"media file not found: {name}")

@@ -61,10 +61,40 @@ def subsample_evenly(items: Sequence[T], max_items: int | None) -> list[T]:
     return [items[i] for i in index]
 
 
+def split_time_fragment(path: str) -> tuple[str, float | None, float | None]:
+    """``"clip.mp4#t=12.5,30"`` → ``("clip.mp4", 12.5, 30.0)``: a W3C media-fragment time range on a path.
+
+    Video benchmarks annotate a segment of a longer video (YouCook2, iVQA, STAR, RareAct); the segment
+    travels with the path, so every reader of media files (evaluation, RICES) cuts the same clip. ``#t=a``
+    means from ``a`` to the end, ``#t=,b`` from the start to ``b``. Paths without ``#t=`` are returned whole.
+    """
+    base, sep, fragment = path.rpartition("#t=")
+    if not sep:
+        return path, None, None
+    try:
+        start_text, _, end_text = fragment.partition(",")
+        start = float(start_text) if start_text else None
+        end = float(end_text) if end_text else None
+    except ValueError:
+        raise ValueError(f"bad time range {fragment!r} in {path!r}: expected #t=START,END in seconds") from None
+    if (start is not None and start < 0) or (start is not None and end is not None and end <= start):
+        raise ValueError(f"bad time range {fragment!r} in {path!r}: need 0 <= START < END")
+    return base, start, end
+
+
+def with_time_fragment(path: str, start: float | None, end: float | None) -> str:
+    """The inverse of :func:`split_time_fragment` (a path alone when neither bound is given)."""
+    if start is None and end is None:
+        return path
+    return f"{path}#t={'' if start is None else f'{start:g}'},{'' if end is None else f'{end:g}'}"
+
+
 def read_video_frames(
     source: str | os.PathLike | bytes,
     fps: float = 1.0,
     max_frames: int | None = None,
+    start: float | None = None,
+    end: float | None = None,
 ) -> list[Image.Image]:
     """Decode a video and return RGB frames sampled ``fps`` times per second of clip time.
 
@@ -72,7 +102,8 @@ def read_video_frames(
     first frame: for each target time ``k / fps`` the first frame at or after it is kept, so a 4 s
     clip at any frame rate gives the frames at t ≈ 0, 1, 2, 3 s for ``fps=1``.  Variable-frame-rate
     clips are therefore sampled in real time, not by frame count.  When more than ``max_frames``
-    frames are sampled, they are subsampled evenly over the clip.
+    frames are sampled, they are subsampled evenly over the clip.  ``start``/``end`` (seconds, same
+    clock) cut an annotated segment: targets run ``start, start + 1/fps, …`` while before ``end``.
 
     ``source`` is a path or the encoded file itself as ``bytes`` (e.g. read from a WebDataset
     shard); bytes are decoded in memory.
@@ -92,6 +123,8 @@ def read_video_frames(
         if not os.path.isfile(file):
             raise FileNotFoundError(f"video file not found: {name}")
 
+    if start is not None and end is not None and end <= start:
+        raise ValueError(f"{name}: the clip must end after it starts, got {start}..{end} s")
     frames: list[Image.Image] = []
     try:
         with av.open(file, mode="r") as container:
@@ -100,12 +133,14 @@ def read_video_frames(
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             frame_rate = stream.average_rate or stream.guessed_rate or Fraction(1)
-            start, next_target = None, 0.0
+            first, next_target = None, start or 0.0
             for index, frame in enumerate(container.decode(stream)):
                 # Frames without a pts (rare raw streams) fall back to their index at the nominal rate.
                 time = float(frame.pts * stream.time_base) if frame.pts is not None else float(index / frame_rate)
-                start = time if start is None else start
-                t = time - start
+                first = time if first is None else first
+                t = time - first
+                if end is not None and t >= end - _TIME_TOLERANCE:
+                    break
                 if t + _TIME_TOLERANCE < next_target:
                     continue
                 frames.append(frame.to_image())
@@ -115,7 +150,8 @@ def read_video_frames(
     except av.error.FFmpegError as e:
         raise ValueError(f"cannot decode video {name}: {e}") from e
     if not frames:
-        raise ValueError(f"{name} has no video frames")
+        where = "" if start is None and end is None else f" between {start or 0:g} s and {end if end else 'the end'} s"
+        raise ValueError(f"{name} has no video frames{where}")
     return subsample_evenly(frames, max_frames)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flamingo_vlm import io
+from flamingo_vlm.video import split_time_fragment
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,8 @@ class RecordChecker:
             logger.debug("%s: malformed record (%r)", self.split_name, err)
             return
         own_support = [m for support in example.support for m in support.media]
-        missing = [m for m in (*example.media, *own_support) if not Path(m).is_file()]
+        media = (*example.media, *own_support)  # a video clip's path may carry its segment: ``v.mp4#t=3,9``
+        missing = [m for m in media if not Path(split_time_fragment(m)[0]).is_file()]
         if missing:
             self.bad["missing_media"] += 1
             logger.debug("%s: missing media %s", self.split_name, missing[0])
