@@ -14,6 +14,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -127,3 +128,35 @@ def table(rows: list[Row]) -> str:
             f"| {r.refused} | {r.crashes} | {r.hangs} | {extra} |"
         )
     return "\n".join(lines)
+
+
+def write_tiny_parts(root: Path, texts: list[str], vocab_size: int = 300, max_positions: int = 128) -> Any:
+    """The frozen parts every campaign runs on: a 2-layer Llama LM with a BPE tokenizer trained on ``texts``
+    (``root/lm``) and a tiny NFNet for 32-pixel images (``root/vision``). Returns the tokenizer.
+
+    Seed the global RNG before calling: the random weights are drawn from it.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
+    from flamingo_vlm.tokenization import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
+    eos = tokenizer.eos_token_id
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=max_positions,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
+    LlamaForCausalLM(config).save_pretrained(root / "lm")
+    tokenizer.save_pretrained(root / "lm")
+    vision = NFNetEncoder(NFNetConfig(image_size=32, stem_width=8, widths=(8, 16), depths=(1, 1), hidden_size=24))
+    vision.save_pretrained(root / "vision")
+    return tokenizer

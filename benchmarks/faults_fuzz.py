@@ -13,17 +13,13 @@ small slice the test suite runs touches every kind of every path that it has cas
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
-import os
 import random
 import struct
-import sys
 import tarfile
 import tempfile
-import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -32,9 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from faults_common import Outcome, Row, run_case, table
+from faults_common import Outcome, Row, run_case, write_tiny_parts
 from PIL import Image
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from flamingo_vlm import Flamingo, FlamingoProcessor
 from flamingo_vlm.cli import main as flamingo_main
@@ -43,8 +38,6 @@ from flamingo_vlm.data.build import build_web_shards
 from flamingo_vlm.data.shards import read_shard
 from flamingo_vlm.data.skips import SkipCounts
 from flamingo_vlm.evaluate.tasks import TASKS
-from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
-from flamingo_vlm.tokenization import train_bpe_tokenizer
 
 CAMPAIGN = "fuzz"
 SIZE = 32  # the tiny vision encoder's input side
@@ -301,25 +294,7 @@ class Assets:
         self.workdir = workdir
         torch.manual_seed(seed)
         texts = [" ".join(WORDS[i:] + WORDS[:i]) for i in range(len(WORDS))] * 4
-        tokenizer = train_bpe_tokenizer(texts, vocab_size=300)
-        lm = LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-                max_position_embeddings=512,
-                eos_token_id=tokenizer.eos_token_id,
-                bos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.eos_token_id,
-            )
-        )
-        lm.save_pretrained(workdir / "lm")
-        tokenizer.save_pretrained(workdir / "lm")
-        vision = NFNetEncoder(NFNetConfig(image_size=SIZE, stem_width=8, widths=(8, 16), depths=(1, 1), hidden_size=24))
-        vision.save_pretrained(workdir / "vision")
+        write_tiny_parts(workdir, texts, vocab_size=300, max_positions=512)
         model = Flamingo.from_components(
             str(workdir / "lm"),
             str(workdir / "vision"),
@@ -1071,24 +1046,3 @@ def run(seed: int, scale: float = 1.0, workdir: Path | None = None) -> list[Row]
             run_case(row, f"{kind} #{i}", build(kind, case_rng, case_dir), timeout=TIMEOUT)
         rows.append(row)
     return rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale", type=float, default=1.0)
-    args = parser.parse_args()
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = run(args.seed, args.scale, Path(tmp))
-    print(table(rows))
-    for row in rows:
-        for failure in row.failures:
-            print(f"{row.path}: {failure}", file=sys.stderr)
-    print(f"{sum(r.cases for r in rows)} cases in {time.perf_counter() - start:.0f} s")
-    sys.exit(0 if all(r.ok for r in rows) else 1)
-
-
-if __name__ == "__main__":
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main()

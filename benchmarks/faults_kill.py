@@ -20,12 +20,11 @@ runs it, minus the interpreter's start): SIGKILL ends it exactly as it would a f
 campaign fits many more kills into its time. Children run one thread each, so that the uninterrupted
 reference and the killed runs compute alike.
 
-    python benchmarks/faults_kill.py [--seed 0] [--scale 1.0]
+    python benchmarks/faults.py --campaign kill [--seed 0] [--scale 1.0]
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -40,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from faults_common import Outcome, Row, run_case, table  # noqa: E402
+from faults_common import Outcome, Row, run_case, write_tiny_parts  # noqa: E402
 
 CAMPAIGN = "kill"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny-cpu.yaml"
@@ -145,31 +144,11 @@ def _make_tiny_run(root: Path) -> int:
     """A tiny Llama LM (+ BPE tokenizer), a tiny NFNet and two shards each of web pages and pairs."""
     import torch
     import webdataset as wds
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from flamingo_vlm.data.document import Document, ImageItem, TextItem
-    from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
-    from flamingo_vlm.tokenization import train_bpe_tokenizer
 
-    tok = train_bpe_tokenizer(CORPUS * 4, vocab_size=300)
     torch.manual_seed(0)
-    ids = dict(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-    lm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=128,
-            **ids,
-        )
-    )
-    lm.save_pretrained(root / "lm")
-    tok.save_pretrained(root / "lm")
-    vision = NFNetEncoder(NFNetConfig(image_size=32, stem_width=8, widths=(8, 16), depths=(1, 1), hidden_size=24))
-    vision.save_pretrained(root / "vision")
+    write_tiny_parts(root, CORPUS * 4, vocab_size=300)
     rng = random.Random(0)
     for s in range(2):
         with wds.TarWriter(str(root / f"web-{s}.tar")) as writer:
@@ -627,23 +606,3 @@ def run(seed: int, scale: float = 1.0, workdir: Path | None = None) -> list[Row]
         pages = max(60, round(300 * scale))
         rows.append(build_kill_row(workdir / "build-kill", seed, max(1, round(20 * scale)), pages))
         return rows
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale", type=float, default=1.0)
-    parser.add_argument("--workdir", default=None)
-    args = parser.parse_args()
-    start = time.perf_counter()
-    rows = run(args.seed, args.scale, Path(args.workdir) if args.workdir else None)
-    print(table(rows))
-    print(f"\n{time.perf_counter() - start:.0f} s")
-    for r in rows:
-        for failure in r.failures:
-            print(f"{r.path}: {failure}")
-    return 0 if all(r.ok for r in rows) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

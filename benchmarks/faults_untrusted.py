@@ -24,13 +24,12 @@ import os
 import random
 import shutil
 import tarfile
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from faults_common import Outcome, Row, run_case
+from faults_common import Outcome, Row, run_case, write_tiny_parts
 
 CAMPAIGN = "untrusted"
 SECRET = b"UNTRUSTED-CAMPAIGN-SECRET-7f3a9c"  # the outside file's unique content: must never reach any output
@@ -65,40 +64,21 @@ def _raw_pickle(path: Path, marker: Path) -> None:
 
 def _build_components(root: Path, seed: int) -> dict[str, Path]:
     """A tiny Flamingo (Llama LM, NFNet vision) saved in full, a CLIP tower and an EfficientNet dir."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    from transformers import CLIPVisionConfig, CLIPVisionModel
 
     from flamingo_vlm import Flamingo
-    from flamingo_vlm.model.nfnet import NFNetConfig, NFNetEncoder
     from flamingo_vlm.model.vision import HFVisionTower
-    from flamingo_vlm.tokenization import train_bpe_tokenizer
 
     torch.manual_seed(seed)
-    tok = train_bpe_tokenizer(["a red square is above a blue circle", "two green stars"] * 8, vocab_size=280)
-    lm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=128,
-            eos_token_id=tok.eos_token_id,
-            bos_token_id=tok.eos_token_id,
-        )
-    )
-    lm.save_pretrained(root / "lm")
-    tok.save_pretrained(root / "lm")
-    nfnet = NFNetEncoder(NFNetConfig(image_size=32, stem_width=8, widths=(8, 16), depths=(1, 1), hidden_size=24))
-    nfnet.save_pretrained(root / "nfnet")
+    write_tiny_parts(root, ["a red square is above a blue circle", "two green stars"] * 8, vocab_size=280)
     vit = dict(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=32)
     HFVisionTower(CLIPVisionModel(CLIPVisionConfig(patch_size=8, **vit)), drop_cls=True).save_pretrained(root / "clip")
     small = dict(num_latents=4, resampler_depth=1, resampler_heads=2, resampler_dim_head=8, max_frames=2)
     model = Flamingo.from_components(
-        str(root / "lm"), str(root / "nfnet"), xattn_heads=2, xattn_dim_head=8, cross_attn_every=2, **small
+        str(root / "lm"), str(root / "vision"), xattn_heads=2, xattn_dim_head=8, cross_attn_every=2, **small
     )
     model.save_pretrained(root / "flamingo", full=True)
-    return {"lm": root / "lm", "nfnet": root / "nfnet", "clip": root / "clip", "flamingo": root / "flamingo"}
+    return {"lm": root / "lm", "nfnet": root / "vision", "clip": root / "clip", "flamingo": root / "flamingo"}
 
 
 def _copy_with(source: Path, dest: Path, marker: Path, names: list[str], remove: tuple[str, ...] = ()) -> Path:
@@ -571,24 +551,3 @@ def run(seed: int, scale: float = 1.0, workdir: Path | None = None) -> list[Row]
         run_case(row, name, fn, timeout=30)
     rows.append(row)
     return rows
-
-
-if __name__ == "__main__":
-    import argparse
-    import tempfile
-
-    from faults_common import table
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--scale", type=float, default=1.0)
-    args = parser.parse_args()
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.seed, args.scale, Path(tmp))
-    print(table(result))
-    print(f"wall time {time.perf_counter() - start:.1f} s")
-    for r in result:
-        for failure in r.failures:
-            print(f"FAIL {r.path}: {failure}")
-    raise SystemExit(0 if all(r.ok for r in result) else 1)
