@@ -58,6 +58,8 @@ class WarcIndex:
                 with open(path, "rb") as stream:
                     records = ArchiveIterator(stream)
                     for record in records:
+                        if record.format != "warc":  # warcio reads anything as a lenient ARC record
+                            raise ValueError(f"not a WARC record ({record.format})")
                         if record.rec_type != "response" or record.http_headers is None:
                             continue
                         if record.http_headers.get_statuscode() != "200":
