@@ -50,7 +50,10 @@ def make_obelics(root):
         [{"__key__": "000010000", "jpg": image_bytes(color=BLUE, fmt="JPEG"), "json": {"url": "http://img.example/b"}}],
     )
     rows = [
-        url_row(["A red one:", None, "and a blue one:", None, "the end."], [None, "http://img.example/red.png", None, "http://img.example/b", None]),
+        url_row(
+            ["A red one:", None, "and a blue one:", None, "the end."],
+            [None, "http://img.example/red.png", None, "http://img.example/b", None],
+        ),
         url_row(["text", None], [None, "http://img.example/never-downloaded.png"]),  # image missing
         url_row(["one", "two"], [None]),  # lists of different lengths
         url_row(["both", None], ["http://img.example/red.png", "http://img.example/b"]),  # a position with both

@@ -21,9 +21,13 @@ def write_warc(path, responses, gzip=True):
     with open(path, "wb") as out:
         writer = WARCWriter(out, gzip=gzip)
         for url, status, content_type, body in responses:
-            writer.write_record(writer.create_warc_record(url, "request", payload=io.BytesIO(b"GET / HTTP/1.0\r\n\r\n")))
+            writer.write_record(
+                writer.create_warc_record(url, "request", payload=io.BytesIO(b"GET / HTTP/1.0\r\n\r\n"))
+            )
             headers = StatusAndHeaders(status, [("Content-Type", content_type)], protocol="HTTP/1.0")
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers))
+            writer.write_record(
+                writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=headers)
+            )
     return path
 
 
@@ -58,7 +62,12 @@ def make_crawl(root, secret):
         root / "b.warc",
         [
             ("http://cdn.example/blue.jpg", "200 OK", "image/jpeg", image_bytes(color=BLUE, fmt="JPEG")),
-            ("http://other.example/", "200 OK", "text/html", page('<p>reuses red</p><img src="http://site.example/img/red.png">')),
+            (
+                "http://other.example/",
+                "200 OK",
+                "text/html",
+                page('<p>reuses red</p><img src="http://site.example/img/red.png">'),
+            ),
             ("http://other.example/text", "200 OK", "text/html", page("<p>no pictures here</p>")),
             ("http://other.example/bad.html", "200 OK", "text/html", b"<p>\xff\xfe not utf-8</p>"),
         ],
