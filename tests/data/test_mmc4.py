@@ -177,8 +177,13 @@ def test_cli_import_mmc4_output_is_the_same_for_any_split(tmp_path, capsys):
         assert all(m.mtime == 0 for m in tar.getmembers())
 
 
-def test_import_mmc4_refuses_bad_options(tmp_path):
+def test_import_mmc4_refuses_bad_options(tmp_path, capsys):
     with pytest.raises(ValueError, match="image_position"):
         import_mmc4([], tmp_path, image_position="middle")
     with pytest.raises(ValueError, match="shard-index"):
         ShardPlan(shard_index=3, num_shards=3)
+    (tmp_path / "d.jsonl").write_text("")
+    argv = ["data", "import-mmc4", str(tmp_path / "d.jsonl"), "-o", str(tmp_path / "o"), "--no-progress"]
+    assert main([*argv, "--shard-index", "3", "--num-shards", "3"]) == 2
+    assert main([*argv, "--images", str(tmp_path / "nowhere")]) == 2
+    assert "neither a folder nor a .tar" in capsys.readouterr().err

@@ -10,36 +10,34 @@ Pages are untrusted (crawled HTML): an ``<img src>`` may climb out of the pages 
 outside.  Packing such a file would leak local files into the shards, so every page and image is
 checked, by its real path (symlinks resolved), to lie inside its *root*, the input folder it was found
 under, and is otherwise skipped (``page_outside_root`` / ``image_outside_root``) without being read.
+
+:func:`~flamingo_vlm.data.packing.pack_document` turns the documents of every input format (local pages, WARC
+pages in :mod:`.warc`, the MMC4 and OBELICS importers) into records, and :mod:`.sharding` writes their shards.
 """
 
 from __future__ import annotations
 
 import functools
 import glob
-import hashlib
-import io
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from PIL import Image
-
-from flamingo_vlm.data.decoding import decode_image
-from flamingo_vlm.data.document import Document, ImageItem, TextItem
-from flamingo_vlm.data.html import ImageFilter, parse_html
+from flamingo_vlm.data.document import ImageItem
+from flamingo_vlm.data.html import ImageFilter
+from flamingo_vlm.data.packing import PendingImage, html_items, pack_document
 from flamingo_vlm.data.sharding import BuildReport, Record, ShardPlan, counted, write_shards
 from flamingo_vlm.data.skips import BadSample, SkipCounts
 
 if TYPE_CHECKING:
     from flamingo_vlm.data.warc import WarcIndex, WarcRecordAt
 
-__all__ = ["BuildReport", "build_web_shards", "find_pages", "find_warcs", "pack_document", "page_record", "page_roots"]
+__all__ = ["BuildReport", "build_web_shards", "find_inputs", "find_pages", "find_warcs", "page_record", "page_roots"]
 
 HTML_EXTENSIONS = (".html", ".htm")
 WARC_EXTENSIONS = (".warc", ".warc.gz")
-_FORMAT_EXTENSION = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 
 
 def page_roots(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -89,14 +87,6 @@ def find_inputs(inputs: Sequence[str | os.PathLike], extensions: tuple[str, ...]
     return found
 
 
-@dataclass
-class PendingImage:
-    """An image of a document being packed: its reference, and how to get its bytes (raising BadSample)."""
-
-    item: ImageItem
-    load: Callable[[], bytes]
-
-
 def _read_local(src: str, root: str) -> bytes:
     """The bytes of a local image file under ``root``; a URL or a path leading out is refused unread."""
     if urlparse(src).scheme:  # http:, data:, file: ... : only local files next to the page are packed
@@ -108,77 +98,6 @@ def _read_local(src: str, root: str) -> bytes:
             return f.read()
     except OSError as e:
         raise BadSample("missing_image_file", str(e)) from e
-
-
-def checked_image(data: bytes, image_filter: ImageFilter, name: str) -> tuple[str, int, int]:
-    """``(extension, width, height)`` of image bytes that fully decode and pass the filters; else BadSample."""
-    width, height = decode_image(data).size
-    if (reason := image_filter.rejection(width, height)) is not None:
-        raise BadSample(reason, name)
-    extension = _FORMAT_EXTENSION.get(Image.open(io.BytesIO(data)).format or "")
-    if extension is None:
-        raise BadSample("unsupported_image_format", name)
-    return extension, width, height
-
-
-def pack_document(
-    key: str,
-    url: str,
-    items: Iterable[TextItem | PendingImage],
-    image_filter: ImageFilter,
-    max_images: int,
-    images_skipped: SkipCounts,
-    source: str = "",
-) -> tuple[Record, int]:
-    """The shard record of one document and its image count; raises :class:`BadSample` to skip the document.
-
-    The one place where documents of every input format (HTML pages, WARC pages, MMC4, OBELICS) become records:
-    each image is loaded, fully decoded, filtered and deduplicated by content, or skipped and counted; its bytes
-    are stored unchanged under ``{i}.{ext}``.
-    """
-    items = list(items)
-    if not any(isinstance(i, TextItem) and i.text.strip() for i in items):
-        raise BadSample("no_text")
-    n_images = sum(isinstance(i, PendingImage) for i in items)
-    if n_images > max_images:  # checked before decoding: galleries are expensive and useless
-        raise BadSample("too_many_images", f"{n_images} > {max_images}")
-    record: Record = {"__key__": key}
-    document = Document(url=url)
-    seen_content: set[str] = set()
-    for item in items:
-        if isinstance(item, TextItem):
-            document.items.append(item)
-            continue
-        try:
-            data = item.load()
-            extension, width, height = checked_image(data, image_filter, item.item.src)
-        except BadSample as e:
-            images_skipped.skip(e.reason, e.detail, source)
-            continue
-        digest = hashlib.sha1(data).hexdigest()
-        if digest in seen_content:  # same picture under another name
-            images_skipped.skip("duplicate_image", item.item.src, source)
-            continue
-        seen_content.add(digest)
-        name = f"{len(seen_content) - 1}.{extension}"
-        record[name] = data
-        document.items.append(ImageItem(src=name, alt=item.item.alt, width=width, height=height))
-    if not document.images:
-        raise BadSample("no_images")
-    record["json"] = document.to_json()
-    return record, len(document.images)
-
-
-def html_items(html: bytes, base: str, image_filter: ImageFilter, images_skipped: SkipCounts, url: str) -> list:
-    """The parsed items of a UTF-8 page, images still unresolved; raises BadSample for non-UTF-8 or no text."""
-    try:
-        text = html.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadSample("non_utf8_text", str(e)) from e
-    parsed = parse_html(text, base=base, image_filter=image_filter, skipped=images_skipped, url=url)
-    if not any(t.text for t in parsed.texts):  # before any image is read
-        raise BadSample("no_text")
-    return parsed.items
 
 
 def page_record(

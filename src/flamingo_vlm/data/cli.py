@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 
 from flamingo_vlm.data.build import build_web_shards, find_pages, find_warcs, page_roots
 from flamingo_vlm.data.html import ImageFilter
@@ -50,7 +52,13 @@ def _image_filter(args: argparse.Namespace) -> ImageFilter:
     return ImageFilter(min_side=args.min_image_side, max_aspect_ratio=args.max_aspect_ratio)
 
 
-def _finish(report: BuildReport) -> int:
+def _finish(build: Callable[[], BuildReport]) -> int:
+    """Run a build and print its summary; exit 1 when nothing was kept, 2 on bad options or unreadable inputs."""
+    try:
+        report = build()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"flamingo data: {e}", file=sys.stderr)
+        return 2
     print(report.summary())
     return 0 if report.pages_kept else 1
 
@@ -104,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_build_web(args: argparse.Namespace) -> int:
     return _finish(
-        build_web_shards(
+        lambda: build_web_shards(
             find_pages(args.inputs),
             args.output,
             prefix=args.prefix,
@@ -123,7 +131,7 @@ def run_import_mmc4(args: argparse.Namespace) -> int:
     from flamingo_vlm.data.mmc4 import import_mmc4
 
     return _finish(
-        import_mmc4(
+        lambda: import_mmc4(
             args.inputs,
             args.output,
             images=args.images,
@@ -142,7 +150,7 @@ def run_import_obelics(args: argparse.Namespace) -> int:
     from flamingo_vlm.data.obelics import import_obelics  # pyarrow is only needed here
 
     return _finish(
-        import_obelics(
+        lambda: import_obelics(
             args.inputs,
             args.output,
             images=args.images,

@@ -28,10 +28,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from flamingo_vlm.data.build import PendingImage, find_inputs, pack_document
+from flamingo_vlm.data.build import find_inputs
 from flamingo_vlm.data.document import ImageItem, TextItem
 from flamingo_vlm.data.html import ImageFilter
 from flamingo_vlm.data.image_store import ImageStore
+from flamingo_vlm.data.packing import PendingImage, pack_document
 from flamingo_vlm.data.sharding import BuildReport, Record, ShardPlan, counted, file_ranges, write_shards
 from flamingo_vlm.data.skips import BadSample, SkipCounts
 from flamingo_vlm.io import loads_json

@@ -23,10 +23,11 @@ from urllib.parse import urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flamingo_vlm.data.build import PendingImage, find_inputs, pack_document
+from flamingo_vlm.data.build import find_inputs
 from flamingo_vlm.data.document import ImageItem, TextItem
 from flamingo_vlm.data.html import ImageFilter
 from flamingo_vlm.data.image_store import ImageStore
+from flamingo_vlm.data.packing import PendingImage, pack_document
 from flamingo_vlm.data.sharding import BuildReport, Record, ShardPlan, counted, file_ranges, write_shards
 from flamingo_vlm.data.skips import BadSample, SkipCounts
 from flamingo_vlm.io import loads_json

@@ -21,9 +21,9 @@ from urllib.parse import urldefrag, urlparse
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from flamingo_vlm.data.build import PendingImage, html_items, pack_document
 from flamingo_vlm.data.document import ImageItem
 from flamingo_vlm.data.html import ImageFilter
+from flamingo_vlm.data.packing import PendingImage, html_items, pack_document
 from flamingo_vlm.data.sharding import Record
 from flamingo_vlm.data.skips import BadSample, SkipCounts
 
