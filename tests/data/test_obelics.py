@@ -5,6 +5,7 @@ import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from data_fixtures import image_bytes, transform, write_shard
 
 from flamingo_vlm.cli import main
@@ -95,6 +96,12 @@ def test_import_obelics_keeps_row_order_and_counts_every_bad_row(tmp_path, token
     # rows 0-2 -> shard 0, rows 3-5 -> shard 1 (row 5 is the embedded one), row 6 -> nothing usable
     assert [os.path.basename(s) for s in report.shards] == ["obelics-000000.tar", "obelics-000001.tar"]
     next(InterleavedDataset(report.shards, tokenizer, transform).samples(Slot()))
+
+
+def test_import_obelics_refuses_a_file_that_is_not_parquet(tmp_path):
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 truncated download")
+    with pytest.raises(ValueError, match="broken.parquet"):
+        import_obelics([tmp_path / "broken.parquet"], tmp_path / "out", progress=False)
 
 
 def test_cli_import_obelics_workers_give_the_same_shards(tmp_path, capsys):
