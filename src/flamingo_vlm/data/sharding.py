@@ -14,6 +14,7 @@ the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -156,16 +157,13 @@ def write_shards(
     tasks = [(j, plan.per_shard, pattern % j) for j in plan.chunks(len(source))]
     report = BuildReport(unit=unit)
     bar = tqdm(total=len(tasks), desc="shards", unit="shard", disable=not progress)
-    if plan.workers == 1 or len(tasks) <= 1:
-        results: Iterator[BuildReport] = (write_shard(source, *task) for task in tasks)
-        for result in results:
+    with contextlib.ExitStack() as stack:
+        mapper = map
+        if plan.workers > 1 and len(tasks) > 1:
+            # imap keeps the shard order, so the report (and its shard list) does not depend on the workers either
+            mapper = stack.enter_context(multiprocessing.get_context().Pool(min(plan.workers, len(tasks)))).imap
+        for result in mapper(functools.partial(_write_task, source), tasks):
             report.merge(result)
             bar.update()
-    else:
-        # imap keeps the shard order, so the report (and its shard list) does not depend on the workers either.
-        with multiprocessing.get_context().Pool(min(plan.workers, len(tasks))) as pool:
-            for result in pool.imap(functools.partial(_write_task, source), tasks):
-                report.merge(result)
-                bar.update()
     bar.close()
     return report
