@@ -17,7 +17,7 @@ from flamingo_vlm.data.shards import read_shard
 from flamingo_vlm.data.skips import SkipCounts
 from flamingo_vlm.tokenization import MEDIA_TOKEN
 
-RED, GREEN, BLUE, GREY = (255, 0, 0), (0, 255, 0), (0, 0, 255), (90, 90, 90)
+RED, GREEN, BLUE, GREY, CYAN = (255, 0, 0), (0, 255, 0), (0, 0, 255), (90, 90, 90), (10, 200, 200)
 SENTENCES = ["First sentence.", "Second sentence.", "Third sentence."]
 
 
@@ -52,6 +52,10 @@ def make_mmc4(root):
     (folder / "garbage.jpg").write_bytes(b"not a picture")  # directly in the folder: found for any file
     (root / "secret.png").write_bytes(image_bytes(color=GREY))
     write_shard(root / "images-000.tar", [{"__key__": "blue", "jpg": image_bytes(color=BLUE, fmt="JPEG")}])
+    # img2dataset's layout: images named by key, the URL in a sidecar; found through raw_url
+    (folder / "00000").mkdir()
+    (folder / "00000" / "000000007.png").write_bytes(image_bytes(color=CYAN))
+    (folder / "00000" / "000000007.json").write_text(json.dumps({"url": "http://example.com/grey.png"}))
     green = base64.b64encode(image_bytes(color=GREEN)).decode()
     garbage = base64.b64encode(b"\x89PNG but not really").decode()
     first = [
@@ -59,7 +63,8 @@ def make_mmc4(root):
         mmc4_doc(
             [image_entry("blue.jpg", 2), image_entry("red.png", 0), image_entry("g", 0, image_base64=f"b'{green}'")]
         ),
-        mmc4_doc([image_entry("red.png", 1), image_entry("nowhere.png", 0)]),  # one image missing
+        # one image missing; one found by its raw_url
+        mmc4_doc([image_entry("red.png", 1), image_entry("nowhere.png", 0), image_entry("grey.png", 2)]),
         "{not json",
         mmc4_doc([image_entry("red.png", 0)], sentences="not a list"),
         mmc4_doc([image_entry("red.png", 7), image_entry("red.png", -1), image_entry("red.png", True)]),
@@ -116,10 +121,13 @@ def test_import_mmc4_places_images_by_matched_sentence_and_counts_every_bad_reco
     assert first["1.png"] == image_bytes(color=GREEN)  # embedded, OpenFlamingo's "b'...'" form
     assert first["2.jpg"] == image_bytes(color=BLUE, fmt="JPEG")  # from the tar image shard
     assert doc.url == "http://example.com/page" and first["__key__"] == "doc0000000000"
-    assert layout(doc2) == ["First sentence.", "<0.png>", "Second sentence. Third sentence."]
+    assert layout(doc2) == ["First sentence.", "<0.png>", "Second sentence.", "<1.png>", "Third sentence."]
+    assert second["1.png"] == image_bytes(color=CYAN)
     assert second["__key__"] == "doc0000000001"
     # shard 0 holds documents 0-3, shard 1 documents 4-7 (none usable: not written), shard 2 document 8 (none)
     assert [os.path.basename(s) for s in report.shards] == ["mmc4-000000.tar"]
+
+    assert all(image_bytes(color=GREY) not in open(s, "rb").read() for s in report.shards)  # the secret
 
     stream = InterleavedDataset(report.shards, tokenizer, transform).samples(Slot())
     sample = next(stream)
@@ -133,7 +141,7 @@ def test_import_mmc4_after_puts_each_image_after_its_sentence(tmp_path):
     (_, doc), (_, doc2) = documents(report.shards)
     assert layout(doc) == ["First sentence.", "<0.png>", "<1.png>", "Second sentence. Third sentence.", "<2.jpg>"]
     # the missing image after "First sentence." still separates it from the next sentence: the same chunk anyway
-    assert layout(doc2) == ["First sentence.", "Second sentence.", "<0.png>", "Third sentence."]
+    assert layout(doc2) == ["First sentence.", "Second sentence.", "<0.png>", "Third sentence.", "<1.png>"]
 
 
 def test_import_mmc4_min_similarity_drops_weakly_matched_images(tmp_path):

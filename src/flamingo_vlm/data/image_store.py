@@ -45,13 +45,17 @@ class ImageStore:
     urls: dict[str, str | Member] = field(default_factory=dict)  # file path or member, by sidecar URL
 
     @classmethod
-    def open(cls, paths: Sequence[str | os.PathLike]) -> ImageStore:
-        """Index folders and ``.tar`` image shards (member headers and sidecar URLs; image bytes are not read)."""
+    def open(cls, paths: Sequence[str | os.PathLike], urls: bool = True) -> ImageStore:
+        """Index folders and ``.tar`` image shards (member headers and sidecar URLs; image bytes are not read).
+
+        ``urls=False`` skips the walk over the folders' sidecars, for importers that look images up by name only.
+        """
         store = cls()
         for path in map(os.fspath, paths):
             if os.path.isdir(path):
                 store.folders.append(os.path.realpath(path))
-                store._index_folder_urls(path)
+                if urls:
+                    store._index_folder_urls(path)
             elif os.path.isfile(path) and path.endswith(".tar"):
                 store._index_tar(path)
             else:

@@ -5,7 +5,8 @@ distributed ``.jsonl.zip``/``.jsonl.gz``): ``text_list`` (the page's sentences) 
 images each with ``image_name``, ``raw_url``, ``matched_text_index`` (the sentence it was assigned to by a
 bipartite matching on CLIP similarity) and ``matched_sim``. The images are not in the documents: they are read
 from downloaded folders or tar shards (:mod:`flamingo_vlm.data.image_store`), or from ``image_base64`` inside
-the image entry (OpenFlamingo's ``convert_mmc4_to_wds.py`` embeds them so); ``raw_url`` is never fetched.
+the image entry (OpenFlamingo's ``convert_mmc4_to_wds.py`` embeds them so). An image not found by name is
+looked up by ``raw_url`` among img2dataset downloads (``KEY.json`` sidecars); ``raw_url`` is never fetched.
 
 Alignment. MMC4 keeps no image position on the page, only the matched sentence. OpenFlamingo's MMC4 loader puts
 each image *right before* its matched sentence (``<|endofchunk|><image>{sentence}``), so that the sentence is
@@ -74,6 +75,16 @@ def _embedded(value: str) -> bytes:
         raise BadSample("undecodable_image", f"image_base64: {e}") from e
 
 
+def _stored(store: ImageStore, name: str, raw_url: str | None, subfolders: Sequence[str]) -> bytes:
+    """An image by ``image_name``, else by ``raw_url`` among img2dataset downloads (never fetched)."""
+    try:
+        return store.by_name(name, subfolders)
+    except BadSample as e:
+        if e.reason != "missing_image" or raw_url is None:
+            raise
+        return store.by_url(raw_url)
+
+
 def document_items(
     doc: object,
     store: ImageStore,
@@ -112,10 +123,11 @@ def document_items(
         if min_similarity is not None and isinstance(sim, (int, float)) and sim < min_similarity:
             images_skipped.skip("low_similarity", f"{sim:.3f} < {min_similarity}")
             continue
+        raw_url = info.get("raw_url")
         load = (
             (lambda e=embedded: _embedded(e))
             if isinstance(embedded, str)
-            else (lambda n=name: store.by_name(n, subfolders))
+            else (lambda n=name, u=raw_url: _stored(store, n, u if isinstance(u, str) else None, subfolders))
         )
         item = ImageItem(src=name if isinstance(name, str) else "image_base64")
         placed.setdefault(index, []).append(PendingImage(item, load))
