@@ -10,47 +10,34 @@ Pages are untrusted (crawled HTML): an ``<img src>`` may climb out of the pages 
 outside.  Packing such a file would leak local files into the shards, so every page and image is
 checked, by its real path (symlinks resolved), to lie inside its *root*, the input folder it was found
 under, and is otherwise skipped (``page_outside_root`` / ``image_outside_root``) without being read.
+
+:func:`~flamingo_vlm.data.packing.pack_document` turns the documents of every input format (local pages, WARC
+pages in :mod:`.warc`, the MMC4 and OBELICS importers) into records, and :mod:`.sharding` writes their shards.
 """
 
 from __future__ import annotations
 
+import functools
 import glob
-import hashlib
-import io
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import webdataset as wds
-from PIL import Image
-from tqdm.auto import tqdm
-
-from flamingo_vlm.data.decoding import decode_image
-from flamingo_vlm.data.document import Document, ImageItem
-from flamingo_vlm.data.html import ImageFilter, parse_html
+from flamingo_vlm.data.document import ImageItem
+from flamingo_vlm.data.html import ImageFilter
+from flamingo_vlm.data.packing import PendingImage, html_items, pack_document
+from flamingo_vlm.data.sharding import BuildReport, Record, ShardPlan, counted, write_shards
 from flamingo_vlm.data.skips import BadSample, SkipCounts
 
+if TYPE_CHECKING:
+    from flamingo_vlm.data.warc import WarcIndex, WarcRecordAt
+
+__all__ = ["BuildReport", "build_web_shards", "find_inputs", "find_pages", "find_warcs", "page_record", "page_roots"]
+
 HTML_EXTENSIONS = (".html", ".htm")
-_FORMAT_EXTENSION = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-
-
-@dataclass
-class BuildReport:
-    pages_kept: int = 0
-    images_kept: int = 0
-    pages_skipped: SkipCounts = field(default_factory=SkipCounts)
-    images_skipped: SkipCounts = field(default_factory=SkipCounts)
-    shards: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        return (
-            f"pages: kept {self.pages_kept}, "
-            f"skipped {sum(self.pages_skipped.values())} ({self.pages_skipped.summary()})\n"
-            f"images: kept {self.images_kept}, "
-            f"skipped {sum(self.images_skipped.values())} ({self.images_skipped.summary()})\n"
-            f"shards: {len(self.shards)}"
-        )
+WARC_EXTENSIONS = (".warc", ".warc.gz")
 
 
 def page_roots(inputs: Sequence[str | os.PathLike]) -> list[str]:
@@ -75,37 +62,42 @@ def _root_of(page: str, roots: Sequence[str | os.PathLike] | None) -> str:
 
 
 def find_pages(inputs: Sequence[str | os.PathLike]) -> list[str]:
-    """HTML files given directly or found (recursively) under given directories, sorted."""
-    pages: list[str] = []
+    """HTML files given directly or found (recursively) under given directories, sorted; WARC files excluded."""
+    return [p for p in find_inputs(inputs, HTML_EXTENSIONS) if not p.lower().endswith(WARC_EXTENSIONS)]
+
+
+def find_warcs(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """``.warc``/``.warc.gz`` files given directly or found (recursively) under given directories, sorted."""
+    return [p for p in find_inputs(inputs, WARC_EXTENSIONS) if p.lower().endswith(WARC_EXTENSIONS)]
+
+
+def find_inputs(inputs: Sequence[str | os.PathLike], extensions: tuple[str, ...]) -> list[str]:
+    """Files with these extensions under the given directories (sorted per directory), and every given file.
+
+    The order is the inputs' order: it numbers the units, hence names the shards."""
+    found: list[str] = []
     for entry in map(os.fspath, inputs):
         if os.path.isdir(entry):
-            found = glob.glob(os.path.join(entry, "**", "*"), recursive=True)
-            pages.extend(sorted(p for p in found if p.lower().endswith(HTML_EXTENSIONS)))
+            paths = glob.glob(os.path.join(entry, "**", "*"), recursive=True)
+            found.extend(sorted(p for p in paths if p.lower().endswith(extensions) and os.path.isfile(p)))
         elif os.path.isfile(entry):
-            pages.append(entry)
+            found.append(entry)
         else:
-            raise FileNotFoundError(f"no such HTML file or directory: {entry}")
-    return pages
+            raise FileNotFoundError(f"no such input file or directory: {entry}")
+    return found
 
 
-def _load_image(image: ImageItem, image_filter: ImageFilter, root: str) -> tuple[bytes, str, int, int]:
-    """``(bytes, extension, width, height)`` of a local image under ``root`` that passes the filters."""
-    if urlparse(image.src).scheme:  # http:, data:, file: ... : only local files next to the page are packed
-        raise BadSample("unsupported_image_src", image.src[:80])
-    if not _inside(image.src, root):  # checked before opening: the file is never read
-        raise BadSample("image_outside_root", image.src[:200])
+def _read_local(src: str, root: str) -> bytes:
+    """The bytes of a local image file under ``root``; a URL or a path leading out is refused unread."""
+    if urlparse(src).scheme:  # http:, data:, file: ... : only local files next to the page are packed
+        raise BadSample("unsupported_image_src", src[:80])
+    if not _inside(src, root):  # checked before opening: the file is never read
+        raise BadSample("image_outside_root", src[:200])
     try:
-        with open(image.src, "rb") as f:
-            data = f.read()
+        with open(src, "rb") as f:
+            return f.read()
     except OSError as e:
         raise BadSample("missing_image_file", str(e)) from e
-    width, height = decode_image(data).size
-    if (reason := image_filter.rejection(width, height)) is not None:
-        raise BadSample(reason, image.src)
-    extension = _FORMAT_EXTENSION.get(Image.open(io.BytesIO(data)).format or "")
-    if extension is None:
-        raise BadSample("unsupported_image_format", image.src)
-    return data, extension, width, height
 
 
 def page_record(
@@ -115,7 +107,7 @@ def page_record(
     max_images: int,
     images_skipped: SkipCounts,
     root: str | None = None,
-) -> tuple[dict[str, bytes | str], int]:
+) -> tuple[Record, int]:
     """The shard record of one page and its image count; raises :class:`BadSample` to skip the page.
 
     ``root`` is the real path of the folder the page and its images must lie in (default: the page's folder).
@@ -125,49 +117,44 @@ def page_record(
         raise BadSample("page_outside_root", path)
     with open(path, "rb") as f:
         raw = f.read()
-    try:
-        html = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadSample("non_utf8_text", str(e)) from e
-    parsed = parse_html(
-        html, base=os.path.dirname(os.path.abspath(path)), image_filter=image_filter, skipped=images_skipped, url=path
-    )
-    if not any(t.text for t in parsed.texts):
-        raise BadSample("no_text")
-    if len(parsed.images) > max_images:  # checked before decoding: galleries are expensive and useless
-        raise BadSample("too_many_images", f"{len(parsed.images)} > {max_images}")
-
-    record: dict[str, bytes | str] = {"__key__": key}
-    document = Document(url=parsed.url)
-    seen_content: set[str] = set()
-    for item in parsed.items:
-        if not isinstance(item, ImageItem):
-            document.items.append(item)
-            continue
-        try:
-            data, extension, width, height = _load_image(item, image_filter, root)
-        except BadSample as e:
-            images_skipped.skip(e.reason, e.detail, path)
-            continue
-        digest = hashlib.sha1(data).hexdigest()
-        if digest in seen_content:  # same picture under another name
-            images_skipped.skip("duplicate_image", item.src, path)
-            continue
-        seen_content.add(digest)
-        name = f"{len(seen_content) - 1}.{extension}"
-        record[name] = data
-        document.items.append(ImageItem(src=name, alt=item.alt, width=width, height=height))
-    if not document.images:
-        raise BadSample("no_images")
-    record["json"] = document.to_json()
-    return record, len(document.images)
+    items = html_items(raw, os.path.dirname(os.path.abspath(path)), image_filter, images_skipped, path)
+    pending = [
+        PendingImage(i, functools.partial(_read_local, i.src, root)) if isinstance(i, ImageItem) else i for i in items
+    ]
+    return pack_document(key, path, pending, image_filter, max_images, images_skipped, path)
 
 
-def _publish(tmp: str) -> None:
-    """Make a finished shard visible under its final name: fsync, then one atomic rename."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, tmp.removesuffix(".tmp"))
+@dataclass
+class WebSource:
+    """The units of ``build-web``: local HTML pages, then the HTML responses of the WARC files."""
+
+    pages: list[str]
+    image_filter: ImageFilter
+    max_images: int
+    roots: list[str] | None = None
+    warc: WarcIndex | None = None
+
+    def __len__(self) -> int:
+        return len(self.pages) + (len(self.warc.pages) if self.warc else 0)
+
+    def records(self, start: int, stop: int, report: BuildReport) -> Iterator[Record]:
+        for index in range(start, stop):
+            source = self.pages[index] if index < len(self.pages) else self._warc_page(index).url
+            if (record := counted(report, source, self._record, index)) is not None:
+                yield record
+
+    def _warc_page(self, index: int) -> WarcRecordAt:
+        assert self.warc is not None
+        return self.warc.pages[index - len(self.pages)]
+
+    def _record(self, index: int, images_skipped: SkipCounts) -> tuple[Record, int]:
+        key = f"page{index:09d}"
+        if index < len(self.pages):
+            path = self.pages[index]
+            root = _root_of(path, self.roots)
+            return page_record(path, key, self.image_filter, self.max_images, images_skipped, root)
+        assert self.warc is not None
+        return self.warc.page_record(self._warc_page(index), key, self.image_filter, self.max_images, images_skipped)
 
 
 def build_web_shards(
@@ -179,40 +166,35 @@ def build_web_shards(
     image_filter: ImageFilter | None = None,
     progress: bool = True,
     roots: Sequence[str | os.PathLike] | None = None,
+    warcs: Sequence[str | os.PathLike] = (),
+    plan: ShardPlan | None = None,
 ) -> BuildReport:
     """Write one record per usable page into ``{output_dir}/{prefix}-%06d.tar`` shards.
 
-    Each shard is written under a temporary name (``….tar.tmp``, which no reader's ``*.tar`` matches) and
-    renamed once complete, so a build killed midway never leaves a half-written shard where training would
-    read it; entries carry a fixed mtime, so a rerun writes the same bytes.
+    Shard ``j`` holds the usable pages among input pages ``[j * pages_per_shard, (j + 1) * pages_per_shard)``
+    (local pages first, then the WARC files' HTML responses in file order), written atomically with fixed
+    mtimes, so that a killed build leaves no half-written shard and a rerun, with any ``plan`` (workers,
+    machines), writes the same bytes: see :mod:`flamingo_vlm.data.sharding`.
 
     ``roots`` are the folders the pages were found under (:func:`page_roots` of the inputs): a page and its
-    images must lie in the deepest root holding the page; without roots, in the page's own folder.
+    images must lie in the deepest root holding the page; without roots, in the page's own folder. Pages of
+    ``warcs`` take their images from image responses in those same WARC files, never from anywhere else.
     """
-    image_filter = image_filter or ImageFilter()
-    pages = list(pages)
-    os.makedirs(output_dir, exist_ok=True)
-    report = BuildReport()
-    pattern = os.path.join(os.fspath(output_dir), f"{prefix}-%06d.tar")
-    with wds.ShardWriter(pattern + ".tmp", maxcount=pages_per_shard, verbose=0, post=_publish, mtime=0.0) as writer:
-        for index, path in enumerate(tqdm(pages, desc="pages", unit="page", disable=not progress)):
-            images_skipped = SkipCounts()
-            try:
-                record, n_images = page_record(
-                    path, f"page{index:09d}", image_filter, max_images_per_page, images_skipped, _root_of(path, roots)
-                )
-            except BadSample as e:
-                report.pages_skipped.skip(e.reason, e.detail, path)
-                continue
-            finally:
-                report.images_skipped.merge(images_skipped)
-            writer.write(record)
-            report.pages_kept += 1
-            report.images_kept += n_images
-        written = writer.shard
-    report.shards = [pattern % i for i in range(written)]
-    if report.pages_kept == 0:  # ShardWriter opens its first file eagerly: do not leave an empty shard
-        for shard in report.shards:
-            os.remove(shard)
-        report.shards = []
+    warc_index = None
+    if warcs:
+        from flamingo_vlm.data.warc import WarcIndex  # warcio is only needed for WARC inputs
+
+        warc_index = WarcIndex.scan(warcs)
+    source = WebSource(
+        list(pages),
+        image_filter or ImageFilter(),
+        max_images_per_page,
+        [os.fspath(r) for r in roots] if roots is not None else None,
+        warc_index,
+    )
+    plan = plan or ShardPlan()
+    plan = ShardPlan(pages_per_shard, plan.workers, plan.shard_index, plan.num_shards)
+    report = write_shards(source, output_dir, prefix, plan, progress)
+    if warc_index is not None:
+        report.pages_skipped.merge(warc_index.skipped)
     return report
