@@ -62,6 +62,53 @@ def test_vqa_accuracy_matches_through_normalization() -> None:
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer needs Java")
+# The official script (vqaEval.py) normalises nothing when the 10 annotators agree.
+@pytest.mark.parametrize(
+    ("prediction", "humans", "official", "both"),
+    [
+        ("Cat", ["cat"] * 10, 0.0, 1.0),  # the case: no normalisation on either side
+        ("cat.", ["cat"] * 10, 0.0, 1.0),
+        ("two", ["2"] * 10, 0.0, 1.0),
+        (" cat\n", ["cat"] * 10, 1.0, 1.0),  # whitespace is cleaned in every case
+        ("cat", ["Cat"] * 10, 0.0, 1.0),
+        ("Cat", ["cat"] * 9 + ["Cat"], 1.0, 1.0),  # one disagreeing annotator: both sides normalised
+        ("cat", ["cat"] * 9 + ["cat "], 1.0, 1.0),  # "cat " == "cat" once stripped: they agree
+        ("cat", ["cat"], 0.0, 0.0),  # one human: its only leave-one-out subset is empty
+    ],
+)
+def test_vqa_accuracy_official_normalises_only_disagreeing_humans(prediction, humans, official, both) -> None:
+    assert vqa_accuracy(prediction, humans) == pytest.approx(official)
+    assert vqa_accuracy(prediction, humans, normalization="official") == pytest.approx(official)
+    assert vqa_accuracy(prediction, humans, normalization="normalize_both") == pytest.approx(both)
+
+
+def test_vqa_digit_comma_drops_every_mark() -> None:
+    # A digit,digit anywhere in the text removes every mark instead of turning glued ones into spaces.
+    assert normalize_vqa_answer("red,blue") == "red blue"
+    assert normalize_vqa_answer("1,5 red,blue") == "15 redblue"
+    assert normalize_vqa_answer("1,000 dogs.") == "1000 dogs"
+    humans = ["1000 dogs", "1000 dogs", "many", "many", "lots", "lots", "lots", "lots", "some", "some"]
+    # 2 humans match: 8 subsets keep both (2/3), 2 keep one (1/3) -> (8 * 2/3 + 2 * 1/3) / 10 = 0.6
+    assert vqa_accuracy("1,000 dogs.", humans) == pytest.approx(0.6)
+
+
+def test_vqa_period_strip_passes_re_unicode_as_count() -> None:
+    # re.sub(..., re.UNICODE) in vqaEval.py is count=32: a 33rd trailing period survives.
+    assert normalize_vqa_answer("yes" + "." * 32) == "yes"
+    assert normalize_vqa_answer("yes" + "." * 40) == "yes" + "." * 8
+    humans = ["yes"] * 4 + ["no"] * 6
+    assert vqa_accuracy("yes" + "." * 32, humans) == pytest.approx(1.0)
+    assert vqa_accuracy("yes" + "." * 33, humans) == 0.0
+    assert normalize_vqa_answer("3.5.") == "3.5"  # a period before a digit stays
+
+
+def test_vqa_accuracy_rejects_an_unknown_normalization() -> None:
+    with pytest.raises(ValueError, match="normalization"):
+        vqa_accuracy("cat", ["cat"], normalization="lenient")
+    assert mean_vqa_accuracy(["Cat"], [["cat"] * 10], normalization="normalize_both") == 1.0
+    assert mean_vqa_accuracy(["Cat"], [["cat"] * 10]) == 0.0
+
+
 def test_caption_metrics_equal_pycocoevalcap() -> None:
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider

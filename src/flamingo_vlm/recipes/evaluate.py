@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flamingo_vlm.evaluate.metrics.vqa import VQA_NORMALIZATIONS
 from flamingo_vlm.evaluate.runner import EvalConfig
 from flamingo_vlm.evaluate.tasks import TASKS
 from flamingo_vlm.recipes import config_flag
@@ -138,6 +139,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_const",
         const="blank",
         help="short for --media-ablation blank",
+    )
+    config_flag(
+        p,
+        "--vqa-normalization",
+        key="eval.vqa_normalization",
+        choices=VQA_NORMALIZATIONS,
+        help="VQA accuracy: 'official' = vqaEval.py exactly (default; published numbers), 'normalize_both' "
+        "= always normalise both answers (raw-answer sets such as ShapesWorld's)",
     )
     config_flag(p, "--ensembles", key="eval.ensembles", type=int, help="support orderings averaged (close-ended tasks)")
     config_flag(p, "--batch-size", key="eval.batch_size", type=int)
