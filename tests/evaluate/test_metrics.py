@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import shutil
 
 import pytest
@@ -16,6 +17,7 @@ from flamingo_vlm.evaluate.metrics import (
     topk_accuracy,
     vqa_accuracy,
 )
+from flamingo_vlm.evaluate.metrics.vqa import process_digits_articles, process_punctuation
 
 
 @pytest.mark.parametrize(
@@ -80,6 +82,37 @@ def test_vqa_accuracy_official_normalises_only_disagreeing_humans(prediction, hu
     assert vqa_accuracy(prediction, humans) == pytest.approx(official)
     assert vqa_accuracy(prediction, humans, normalization="official") == pytest.approx(official)
     assert vqa_accuracy(prediction, humans, normalization="normalize_both") == pytest.approx(both)
+
+
+def _official_loop(prediction: str, humans: list[str]) -> float:
+    """vqaEval.py's per-question control flow, on its own data shapes: answer dicts with an ``answer_id``,
+    normalised in place only when their texts differ, leave-one-out by dict inequality."""
+    gts = [
+        {"answer": a.replace("\n", " ").replace("\t", " ").strip(), "answer_id": i + 1} for i, a in enumerate(humans)
+    ]
+    res = prediction.replace("\n", " ").replace("\t", " ").strip()
+    if len({g["answer"] for g in gts}) > 1:
+        for g in gts:
+            g["answer"] = process_digits_articles(process_punctuation(g["answer"]))
+        res = process_digits_articles(process_punctuation(res))
+    accs = []
+    for left_out in gts:
+        others = [g for g in gts if g != left_out]
+        accs.append(min(1, len([g for g in others if g["answer"] == res]) / 3))
+    return sum(accs) / len(accs)
+
+
+def test_vqa_accuracy_equals_the_official_control_flow_on_adversarial_answers() -> None:
+    pool = ["cat", "Cat", "cat.", " cat", "two", "2", "Two", "1,000", "1000", "a dog", "dog", "dont", "don't", "yes"]
+    rng = random.Random(0)
+    differ_from_both = 0
+    for _ in range(400):
+        humans = [rng.choice(pool)] * 10 if rng.random() < 0.4 else [rng.choice(pool) for _ in range(10)]
+        prediction = rng.choice(pool)
+        official = vqa_accuracy(prediction, humans)
+        assert official == pytest.approx(_official_loop(prediction, humans)), (prediction, humans)
+        differ_from_both += official != pytest.approx(vqa_accuracy(prediction, humans, normalization="normalize_both"))
+    assert differ_from_both > 0  # the adversarial set does tell the two rules apart
 
 
 def test_vqa_digit_comma_drops_every_mark() -> None:
