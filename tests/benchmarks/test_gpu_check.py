@@ -1,0 +1,57 @@
+"""benchmarks/gpu_check.py runs on GPU machines; here its CPU run (tiny model) must pass every check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECK_NAMES = ("bf16_train", "fp32_vs_cpu", "caches", "fsdp2_step", "eval_shapesworld")
+
+
+def test_gpu_check_passes_on_cpu() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = {
+        line.split()[0]: line.split()[1]
+        for line in run.stdout.splitlines()
+        if line.split()[1:2] in (["PASS"], ["FAIL"])
+    }
+    assert rows == dict.fromkeys(CHECK_NAMES, "PASS")
+    assert "5/5 passed" in run.stdout
+
+
+class _Unsaved:
+    """Stands in for the model: the broken check below never looks at it."""
+
+    def eval(self):
+        return self
+
+    def save_pretrained(self, directory) -> None:
+        pass
+
+
+def test_a_failed_check_fails_the_run(monkeypatch, capsys) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+    def broken(ctx) -> str:
+        raise AssertionError("logits differ")
+
+    monkeypatch.setitem(gpu_check.CHECKS, "caches", broken)
+    monkeypatch.setattr(gpu_check, "build_small_flamingo", lambda *a, **k: _Unsaved())
+    assert gpu_check.main(["--device", "cpu", "--only", "caches"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "AssertionError: logits differ" in out and "0/1 passed" in out
