@@ -11,7 +11,8 @@ only one layer's full weights exist at a time. Flamingo specifics:
 - an LM loaded in bf16/fp16 (``lm_dtype``) keeps that dtype in its decoder-layer units (nearly all of
   its weights), but FSDP2 all-gathers a unit's parameters as one flat buffer of one dtype, and the root
   unit holds fp32 trainable parts next to the LM's embeddings, final norm and head: those few frozen
-  tensors are upcast to fp32 (for a 7B LM, 0.26 B parameters, sharded like the rest).
+  tensors are upcast to fp32 (0.26B parameters for a 32k-vocabulary 7B LM, 1.1B for Qwen2.5-7B's 152k
+  vocabulary; sharded like the rest).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 What a run holds on each GPU, in bytes:
 
 - frozen weights: the LM at its storage dtype (``model.lm_dtype``; bf16 when training in bf16 without FSDP,
-  since the trainer then stores the frozen parts in bf16), sharded over the N ranks by FSDP2; the vision
-  encoder is replicated (FSDP ignores it);
+  since the trainer then stores the frozen parts in bf16), sharded over the N ranks by FSDP2 (which keeps the
+  embeddings, final norm and head of a bf16 LM in fp32); the vision encoder is replicated (FSDP ignores it);
 - trainable weights, their gradients and AdamW's two moments: fp32, 16 bytes per parameter, sharded by FSDP2;
 - FSDP2's working set: the all-gathered full parameters of the unit being computed and of the one prefetched
   (two decoder layers or gated blocks, the larger of them);
@@ -283,8 +283,12 @@ def estimate_memory(
     lm_bytes = 2 if bf16 and strategy != "fsdp" else shapes.lm_bytes  # the trainer stores frozen parts in bf16
     vision_bytes = 2 if bf16 and strategy != "fsdp" else 4
     trainable = shapes.trainable_params
+    frozen_lm = shapes.lm_params * lm_bytes
+    if strategy == "fsdp" and lm_bytes < 4:  # the root unit's embeddings/norm/head are upcast to fp32 (one dtype)
+        outside_layers = shapes.lm_params - shapes.lm_layers * shapes.lm_layer_params
+        frozen_lm += outside_layers * (4 - lm_bytes)
     rows: dict[str, float] = {
-        "frozen LM weights": shapes.lm_params * lm_bytes / shard,
+        "frozen LM weights": frozen_lm / shard,
         "frozen vision weights": shapes.vision_params * vision_bytes,
         "trainable weights (fp32)": trainable * 4 / shard,
         "gradients (fp32)": trainable * 4 / shard,
