@@ -10,6 +10,9 @@ Checks, each a row of the printed table (PASS / FAIL, a detail, seconds); the ex
 - ``fp32_vs_cpu``: fp32 logits on the device equal the CPU model's (TF32 off), and so do greedy tokens;
 - ``caches``: greedy and beam-search generation with every cache equal uncached recomputation and the
   per-beam media strategy; ``score`` (cached prompt + candidates) equals log-likelihoods from plain forwards;
+- ``device_map``: the frozen LM split by a ``device_map`` (layer 0, embeddings and head on the device, the
+  other layers on the CPU; on a CPU run, offloaded to disk): every gated block runs on its layer's device, and
+  logits, greedy/beam tokens and scores equal the unsplit model's;
 - ``fsdp2_step``: FSDP2 (``fully_shard``) steps in a single-process process group (NCCL on CUDA, gloo
   on CPU) give the losses of the unsharded trainer on the same batches, and update the weights;
 - ``eval_shapesworld``: few-shot evaluation (beam search and ranking) on the tiny ShapesWorld preset's
@@ -202,6 +205,57 @@ def check_caches(ctx: Context) -> str:
     return f"greedy + 3-beam: all caches == LM cache only == none; score vs forward max |Δ| {diff:.1e}"
 
 
+def check_device_map(ctx: Context) -> str:
+    """The frozen LM split by a device_map: layer 0 (with embeddings and head) on the device, the other layers
+    on the CPU (on a CPU run: offloaded to disk). Every gated block must run on its own layer's device, and
+    logits, greedy/beam tokens and scores must equal the unsplit model's."""
+    from flamingo_vlm.model.language import execution_device
+
+    here, there = (str(ctx.device), "cpu") if ctx.device.type == "cuda" else ("cpu", "disk")
+    layers = len(ctx.model.lm.model.layers)
+    device_map = {"model.embed_tokens": here, "model.rotary_emb": here, "model.norm": here, "lm_head": here}
+    device_map |= {f"model.layers.{i}": here if i == 0 else there for i in range(layers)}
+    spread = Flamingo.from_pretrained(
+        ctx.checkpoint, device_map=device_map, lm_kwargs={"offload_folder": str(ctx.root / "offload")}
+    ).eval()
+    plain = ctx.on_device()
+    if not spread.lm_spread:
+        raise AssertionError(f"the LM was not split: {spread.lm.hf_device_map}")
+    wrong, ran = [], []
+    for block, layer_id in zip(spread.language_model.gated_xattn, spread.language_model.xattn_layer_ids):
+        expected = execution_device(spread.lm.model.layers[layer_id], ctx.device)
+
+        def record(module, args, expected=expected, layer_id=layer_id):
+            ran.append(layer_id)
+            if not args[0].device == module.attn_gate.device == expected:
+                wrong.append((layer_id, str(args[0].device), str(module.attn_gate.device), str(expected)))
+
+        block.register_forward_pre_hook(record)
+    batch = ctx.batch("left")
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        ours, theirs = spread(**inputs).logits.float(), plain(**inputs).logits.float()
+    diff = (ours - theirs).abs().max().item()
+    if not torch.allclose(ours, theirs, rtol=1e-4, atol=1e-4 * max(theirs.abs().max().item(), 1.0)):
+        raise AssertionError(f"logits differ from the unsplit model's by {diff:.2e}")
+    for beams in (1, 3):
+        if not torch.equal(_greedy(spread, batch, num_beams=beams), _greedy(plain, batch, num_beams=beams)):
+            raise AssertionError(f"{beams}-beam tokens differ from the unsplit model's")
+    tok = plain.tokenizer
+    candidates = [[tok(c, add_special_tokens=False).input_ids for c in (" red", " blue square")]] * len(TEXTS)
+    media = {k: batch[k] for k in ("pixel_values", "media_mask")}
+    scores = [
+        m.score(batch["input_ids"], batch["attention_mask"], **media, candidates=candidates).sum_logprobs
+        for m in (spread, plain)
+    ]
+    if not torch.allclose(*scores, atol=1e-3, rtol=0):
+        raise AssertionError(f"scores differ: {scores}")
+    if wrong or not ran:
+        raise AssertionError(f"gated blocks off their layer's device (layer, input, block, layer device): {wrong}")
+    devices = sorted({str(d) for d in spread.lm.hf_device_map.values()})
+    return f"LM over {devices}; blocks on their layers' devices; logits max |Δ| {diff:.1e}, tokens and scores equal"
+
+
 def check_fsdp2_step(ctx: Context) -> str:
     import torch.distributed as dist
 
@@ -268,6 +322,7 @@ CHECKS: dict[str, Callable[[Context], str]] = {
     "bf16_train": check_bf16_train,
     "fp32_vs_cpu": check_fp32_vs_cpu,
     "caches": check_caches,
+    "device_map": check_device_map,
     "fsdp2_step": check_fsdp2_step,
     "eval_shapesworld": check_eval_shapesworld,
 }
