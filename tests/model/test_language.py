@@ -173,3 +173,17 @@ def test_lm_dtype_loads_the_frozen_lm_in_bf16_and_keeps_trainable_parts_fp32(tin
     assert (ours - theirs).abs().max() < 0.05 * theirs.abs().max()  # bf16 rounding, not a different model
     with pytest.raises(ValueError, match="lm_dtype"):
         Flamingo.from_pretrained(tiny_flamingo_dir, lm_dtype="int8")
+
+
+def test_a_deep_copy_runs_its_own_gated_blocks(tiny_flamingo_dir):
+    import copy
+
+    model = Flamingo.from_pretrained(tiny_flamingo_dir).eval()
+    twin = copy.deepcopy(model)
+    inputs = _prompt(model)
+    with torch.no_grad():
+        assert torch.equal(twin(**inputs).logits, model(**inputs).logits)  # the gates are open: images matter
+        for block in twin.language_model.gated_xattn:
+            block.attn_gate.zero_()
+            block.ff_gate.zero_()
+        assert not torch.equal(twin(**inputs).logits, model(**inputs).logits)  # ... the copy's own blocks

@@ -150,6 +150,18 @@ class NewTokenEmbeddings(nn.Module):
         return torch.cat([base[..., : self.first_id], new, base[..., self.first_id + self.num_new :]], dim=-1)
 
 
+class _GatedBlockHook:
+    """The pre-hook a decoder layer calls: an object, not a closure, so that ``copy.deepcopy`` of a Flamingo
+    gives hooks that call the *copy's* blocks (a copied closure would still call the original's, whose scope
+    is never set, and the copy would silently run as the bare LM)."""
+
+    def __init__(self, owner: FlamingoLM, block_id: int) -> None:
+        self.owner, self.block_id = owner, block_id
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        return self.owner.run_block(self.block_id, args, kwargs)
+
+
 @dataclass
 class MediaScope:
     """What the gated blocks see during one LM call.
@@ -239,27 +251,28 @@ class FlamingoLM(nn.Module):
         finally:
             self._scope = None
 
-    def _pre_hook(self, block_id: int):
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            scope = self._scope
-            if scope is None:  # the LM called on its own, or by another Flamingo sharing it
-                return None
-            block = self.gated_xattn[block_id]
-            # The block runs where its layer does (a device_map may spread the layers): its inputs go there.
-            device = block.attn_gate.device
-            if scope.kv_cache is None:
-                media_kv = block.attn.project_media(scope.media.to(device))
-            else:
-                if block_id not in scope.kv_cache:
-                    scope.kv_cache[block_id] = block.attn.project_media(scope.media.to(device))
-                media_kv = scope.kv_cache[block_id]
-            attend = scope.attend.to(device)
-            if args:
-                return (block(args[0].to(device), media_kv, attend), *args[1:]), kwargs
-            hidden = kwargs["hidden_states"].to(device)
-            return args, {**kwargs, "hidden_states": block(hidden, media_kv, attend)}
+    def _pre_hook(self, block_id: int) -> _GatedBlockHook:
+        return _GatedBlockHook(self, block_id)
 
-        return hook
+    def run_block(self, block_id: int, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Decoder layer ``block_id``'s pre-hook: its gated block applied to the layer's input, inside a scope."""
+        scope = self._scope
+        if scope is None:  # the LM called on its own, or by another Flamingo sharing it
+            return None
+        block = self.gated_xattn[block_id]
+        # The block runs where its layer does (a device_map may spread the layers): its inputs go there.
+        device = block.attn_gate.device
+        if scope.kv_cache is None:
+            media_kv = block.attn.project_media(scope.media.to(device))
+        else:
+            if block_id not in scope.kv_cache:
+                scope.kv_cache[block_id] = block.attn.project_media(scope.media.to(device))
+            media_kv = scope.kv_cache[block_id]
+        attend = scope.attend.to(device)
+        if args:
+            return (block(args[0].to(device), media_kv, attend), *args[1:]), kwargs
+        hidden = kwargs["hidden_states"].to(device)
+        return args, {**kwargs, "hidden_states": block(hidden, media_kv, attend)}
 
     def hidden_states(
         self,
