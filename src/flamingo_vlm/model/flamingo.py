@@ -138,7 +138,8 @@ class Flamingo(nn.Module):
         ``lm_dtype``...). ``device_map`` (accelerate's: ``"auto"``, or module name → device) spreads the
         frozen LM over devices; the rest of the model then sits on the LM's first device (:meth:`place`).
         """
-        lm_model, lm_ref = _load_lm(lm, _with_device_map(lm_kwargs, device_map), config_kwargs.get("lm_dtype", "auto"))
+        lm_kwargs = _with_device_map(lm_kwargs, device_map)
+        lm_model, lm_ref = _load_lm(lm, lm_kwargs, config_kwargs.get("lm_dtype", "auto"))
         vision_encoder = load_vision_encoder(vision)
         if tokenizer is None:
             if not lm_ref:
@@ -147,7 +148,7 @@ class Flamingo(nn.Module):
         drop_gguf_quantizer(lm_model)  # a user's dequantized GGUF module: saveable like any other
         config = FlamingoConfig(lm=lm_ref, vision=vision_encoder.reference, **config_kwargs)
         model = cls(config, lm_model, vision_encoder, tokenizer)
-        if is_dispatched(lm_model):
+        if "device_map" in lm_kwargs or is_dispatched(lm_model):
             model.place()
         if config.xattn_residual_scale:
             model.calibrate_output_scales()
@@ -213,14 +214,15 @@ class Flamingo(nn.Module):
         return is_dispatched(self.lm)
 
     def place(self, device: str | torch.device | None = None) -> Flamingo:
-        """Move the model to ``device``, like ``.to(device)``, except for an LM spread with a ``device_map``:
-        that stays where accelerate put it, the vision encoder, resampler and new token rows go to ``device``
-        (default: the device of the LM's input embeddings) and each gated block to its own layer's device.
+        """Move the model to ``device`` (default: the device of the LM's input embeddings, i.e. where a
+        ``device_map`` put the LM), like ``.to(device)``, except for an LM spread over several devices: that
+        stays where accelerate put it (``.to`` would fail on its offloaded weights), the vision encoder,
+        resampler and new token rows go to ``device`` and each gated block to its own layer's device.
         """
-        if not self.lm_spread:
-            return self.to(device) if device is not None else self
         embeddings = self.lm.get_input_embeddings()
         main = torch.device(device) if device is not None else execution_device(embeddings, torch.device("cpu"))
+        if not self.lm_spread:  # one device (a device_map may still have put the LM on a GPU): everything there
+            return self.to(main)
         self.vision.to(main)
         self.resampler.to(main)
         self.language_model.place(main)
@@ -290,10 +292,11 @@ class Flamingo(nn.Module):
         def resolve(ref: str) -> str:  # self-contained checkpoints refer to their own sub-directories
             return str(directory / ref) if (directory / ref).exists() else ref
 
-        lm, _ = _load_lm(resolve(config.lm), _with_device_map(lm_kwargs, device_map), config.lm_dtype)
+        lm_kwargs = _with_device_map(lm_kwargs, device_map)
+        lm, _ = _load_lm(resolve(config.lm), lm_kwargs, config.lm_dtype)
         model = cls(config, lm, load_vision_encoder(resolve(config.vision)), AutoTokenizer.from_pretrained(directory))
         model.load_added_state_dict(load_tensors(directory / WEIGHTS_NAME))
-        return model.place() if model.lm_spread else model
+        return model.place() if "device_map" in lm_kwargs or model.lm_spread else model
 
     def load_added_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load what :meth:`added_state_dict` returned (checked: same names, same shapes).
