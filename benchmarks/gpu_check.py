@@ -11,8 +11,9 @@ Checks, each a row of the printed table (PASS / FAIL, a detail, seconds); the ex
 - ``caches``: greedy and beam-search generation with every cache equal uncached recomputation and the
   per-beam media strategy; ``score`` (cached prompt + candidates) equals log-likelihoods from plain forwards;
 - ``device_map``: the frozen LM split by a ``device_map`` (layer 0, embeddings and head on the device, the
-  other layers on the CPU; on a CPU run, offloaded to disk): every gated block runs on its layer's device, and
-  logits, greedy/beam tokens and scores equal the unsplit model's;
+  other layers offloaded to CPU memory, which accelerate streams to the GPU for each call; on a CPU run,
+  offloaded to disk): every gated block runs on its layer's execution device, and logits, greedy/beam tokens
+  and scores equal the unsplit model's (two GPUs would put layers on two compute devices; one cannot);
 - ``fsdp2_step``: FSDP2 (``fully_shard``) steps in a single-process process group (NCCL on CUDA, gloo
   on CPU) give the losses of the unsharded trainer on the same batches, and update the weights;
 - ``eval_shapesworld``: few-shot evaluation (beam search and ranking) on the tiny ShapesWorld preset's
@@ -207,11 +208,12 @@ def check_caches(ctx: Context) -> str:
 
 def check_device_map(ctx: Context) -> str:
     """The frozen LM split by a device_map: layer 0 (with embeddings and head) on the device, the other layers
-    on the CPU (on a CPU run: offloaded to disk). Every gated block must run on its own layer's device, and
-    logits, greedy/beam tokens and scores must equal the unsplit model's."""
+    offloaded to CPU memory (on a CPU run: to disk). Every gated block must run on its own layer's execution
+    device, and logits, greedy/beam tokens and scores must equal the unsplit model's."""
     from flamingo_vlm.model.language import execution_device
 
-    here, there = (str(ctx.device), "cpu") if ctx.device.type == "cuda" else ("cpu", "disk")
+    gpu = f"cuda:{ctx.device.index or 0}"
+    here, there = (gpu, "cpu") if ctx.device.type == "cuda" else ("cpu", "disk")
     layers = len(ctx.model.lm.model.layers)
     device_map = {"model.embed_tokens": here, "model.rotary_emb": here, "model.norm": here, "lm_head": here}
     device_map |= {f"model.layers.{i}": here if i == 0 else there for i in range(layers)}
