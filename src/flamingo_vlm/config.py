@@ -25,6 +25,7 @@ import yaml
 from flamingo_vlm.io import MAX_JSON_BYTES, read_bytes, read_json
 
 MediaAttention = Literal["previous", "all_previous"]
+LMDtype = Literal["auto", "fp32", "bf16", "fp16"]
 Activation = Literal["squared_relu", "gelu"]
 C = TypeVar("C")
 
@@ -61,10 +62,15 @@ class FlamingoConfig:
     media_token: str = "<image>"
     eoc_token: str = "<|endofchunk|>"
     decoder_layers_attr: str | None = None  # e.g. "model.layers" for an unknown architecture
+    # Storage dtype of the frozen LM, loaded straight into it (no fp32 copy on the way); "auto": the dtype its
+    # checkpoint was saved in. The trainable parts stay fp32 whatever this is (bf16 autocast does the rest).
+    lm_dtype: LMDtype = "auto"
 
     def __post_init__(self) -> None:
         if self.media_attention not in ("previous", "all_previous"):
             raise ValueError(f"media_attention must be 'previous' or 'all_previous', got {self.media_attention!r}")
+        if self.lm_dtype not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"lm_dtype must be 'auto', 'fp32', 'bf16' or 'fp16', got {self.lm_dtype!r}")
         if self.activation not in ("squared_relu", "gelu"):
             raise ValueError(f"activation must be 'squared_relu' or 'gelu', got {self.activation!r}")
         for name in ("cross_attn_every", "num_latents", "resampler_depth", "max_frames"):

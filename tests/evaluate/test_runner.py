@@ -182,3 +182,19 @@ def test_bad_inputs_are_reported(oracle, benchmark_writer, tmp_path) -> None:
     assert len((tmp_path / "out" / "predictions.jsonl").read_text().splitlines()) == len(rows)
     table = markdown_table([result])
     assert "| vqav2 | vqa_accuracy | 100.00 ± 0.00 |" in table and "missing_media=1" in table
+
+
+def test_vqa_normalization_reaches_the_scorer(tokenizer_dir, fixture_colours, benchmark_writer) -> None:
+    """TextVQA's 10 answers agree, so the official rule leaves "Red." unnormalised; normalize_both does not."""
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    proc = FlamingoProcessor(tok, image_size=16, image_mean=(0, 0, 0), image_std=(1, 1, 1), max_frames=4)
+    model = OracleFlamingo(proc.tokenizer, lambda c: c.capitalize() + ".", fixture_colours)
+    root = benchmark_writer("textvqa", n_train=4, n_eval=3)
+    scores = {}
+    for normalization in ("official", "normalize_both"):
+        config = EvalConfig(shots=(0,), trials=1, progress=False, vqa_normalization=normalization)
+        result, _ = Evaluator(model, proc, config).evaluate(get_task("textvqa"), root)
+        scores[normalization] = result["shots"]["0"]["mean"]["vqa_accuracy"]
+    assert scores == {"official": 0.0, "normalize_both": pytest.approx(100.0)}
+    with pytest.raises(ValueError, match="vqa_normalization"):
+        EvalConfig(vqa_normalization="lenient")

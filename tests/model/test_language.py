@@ -80,3 +80,110 @@ def test_lm_with_pickled_weights_is_refused_without_running_them(lm_dirs, tmp_pa
     with pytest.raises(ValueError, match=r"lm: its pickled weights were refused .*posix\.system"):
         load_causal_lm(str(lm))
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------ large LMs: dtype and device_map
+
+# The tiny Llama split over two device-map entries: layer 1 offloaded to disk, so accelerate's hooks load
+# its weights for each call (they are on ``meta`` in between) and move activations, as on several GPUs.
+SPLIT = {
+    "model.embed_tokens": "cpu",
+    "model.rotary_emb": "cpu",
+    "model.layers.0": "cpu",
+    "model.layers.1": "disk",
+    "model.norm": "cpu",
+    "lm_head": "cpu",
+}
+
+
+def _prompt(model):
+    tok = model.tokenizer
+    tok.padding_side = "left"
+    enc = tok(
+        ["<image>Output: a red square.<|endofchunk|><image>Output: a", "a cat<image>Question: what?"],
+        padding=True,
+        return_tensors="pt",
+    )
+    counts = (enc.input_ids == model.media_token_id).sum(1)
+    pixels = torch.randn(
+        2, 2, 1, 3, model.vision.image_size, model.vision.image_size, generator=torch.Generator().manual_seed(1)
+    )
+    return dict(
+        input_ids=enc.input_ids,
+        attention_mask=enc.attention_mask,
+        pixel_values=pixels,
+        media_mask=torch.arange(2) < counts[:, None],
+    )
+
+
+def test_device_map_split_lm_equals_the_unsplit_model(tiny_flamingo_dir, tmp_path):
+    from flamingo_vlm.model.language import execution_device
+
+    plain = Flamingo.from_pretrained(tiny_flamingo_dir).eval()
+    spread = Flamingo.from_pretrained(
+        tiny_flamingo_dir, device_map=SPLIT, lm_kwargs={"offload_folder": str(tmp_path)}
+    ).eval()
+    assert spread.lm_spread and not plain.lm_spread
+    assert spread.lm.model.layers[1].mlp.up_proj.weight.device.type == "meta"  # really offloaded
+    layers = spread.lm.model.layers
+    seen = []
+    for block, layer_id in zip(spread.language_model.gated_xattn, spread.language_model.xattn_layer_ids):
+        expected = execution_device(layers[layer_id], torch.device("meta"))
+        assert block.attn_gate.device == expected
+
+        def record(module, args, expected=expected):
+            seen.append((args[0].device, module.attn_gate.device, expected))
+
+        block.register_forward_pre_hook(record)
+    inputs = _prompt(plain)
+    with torch.no_grad():
+        assert torch.allclose(spread(**inputs).logits, plain(**inputs).logits, atol=1e-6, rtol=0)
+    assert seen and all(a == b == c for a, b, c in seen)  # every block ran where its layer runs
+    kwargs = dict(max_new_tokens=6, min_new_tokens=6)
+    for beams in (1, 3):
+        expected_tokens = plain.generate(**inputs, num_beams=beams, **kwargs)
+        assert torch.equal(spread.generate(**inputs, num_beams=beams, **kwargs), expected_tokens)
+        assert torch.equal(spread.generate(**inputs, num_beams=beams, use_cache=False, **kwargs), expected_tokens)
+    candidates = [[[5, 6], [7]], [[8, 9, 10]]]
+    scored = spread.score(**inputs, candidates=candidates).sum_logprobs
+    assert torch.allclose(scored, plain.score(**inputs, candidates=candidates).sum_logprobs, atol=1e-5, rtol=0)
+
+
+def test_lm_dtype_loads_the_frozen_lm_in_bf16_and_keeps_trainable_parts_fp32(tiny_flamingo_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    loaded_with = {}
+    original = AutoModelForCausalLM.from_pretrained
+
+    def spy(path, **kwargs):
+        loaded_with.update(kwargs)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    model = Flamingo.from_pretrained(tiny_flamingo_dir, lm_dtype="bf16").eval()
+    # Loaded straight into bf16 (transformers fills meta tensors from the file): no fp32 copy, no cast after.
+    assert loaded_with["dtype"] is torch.bfloat16
+    assert {p.dtype for p in model.lm.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in model.trainable_state_dict().values()} == {torch.float32}
+    assert model.config.lm_dtype == "bf16"
+    reference = Flamingo.from_pretrained(tiny_flamingo_dir, lm_dtype="fp32").eval()
+    inputs = _prompt(model)
+    with torch.no_grad():
+        ours, theirs = model(**inputs).logits.float(), reference(**inputs).logits
+    assert (ours - theirs).abs().max() < 0.05 * theirs.abs().max()  # bf16 rounding, not a different model
+    with pytest.raises(ValueError, match="lm_dtype"):
+        Flamingo.from_pretrained(tiny_flamingo_dir, lm_dtype="int8")
+
+
+def test_a_deep_copy_runs_its_own_gated_blocks(tiny_flamingo_dir):
+    import copy
+
+    model = Flamingo.from_pretrained(tiny_flamingo_dir).eval()
+    twin = copy.deepcopy(model)
+    inputs = _prompt(model)
+    with torch.no_grad():
+        assert torch.equal(twin(**inputs).logits, model(**inputs).logits)  # the gates are open: images matter
+        for block in twin.language_model.gated_xattn:
+            block.attn_gate.zero_()
+            block.ff_gate.zero_()
+        assert not torch.equal(twin(**inputs).logits, model(**inputs).logits)  # ... the copy's own blocks

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from distributed_worker import global_steps
 from safetensors.torch import load_file
@@ -69,3 +70,35 @@ def test_ddp_and_fsdp_match_single_process(make_config, tmp_path):
         for name, value in final.items():
             torch.testing.assert_close(weights[name], value, rtol=0, atol=WEIGHT_ATOL, msg=f"{strategy}: {name}")
     assert (tmp_path / "dist" / "fsdp" / "checkpoints" / "step-00000005" / "sharded" / ".metadata").is_file()
+
+
+def test_fsdp_keeps_a_bf16_lm_in_its_layer_units(make_config, tmp_path):
+    """lm_dtype=bf16 under FSDP2 (one gloo process): decoder layers stay bf16, the root unit's few frozen
+    tensors go fp32 (one dtype per unit), and a step gives the unsharded trainer's loss."""
+    import torch.distributed as dist
+
+    from flamingo_vlm.train.distributed import DistributedEnv
+
+    config = make_config(max_steps=1, precision="bf16")
+    config.model.lm_dtype = "bf16"
+    step = global_steps(config, build_model(config), 1)[0]
+    plain = Trainer(build_model(config), config, [step], DistributedEnv()).train_step(step)
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        fp32 = make_config(max_steps=1, strategy="fsdp")
+        fp32.model.lm_dtype = "bf16"
+        with pytest.raises(ValueError, match="needs precision: bf16"):
+            Trainer(build_model(fp32), fp32, [step], DistributedEnv())
+        fsdp = make_config(max_steps=1, strategy="fsdp", precision="bf16")
+        fsdp.model.lm_dtype = "bf16"
+        trainer = Trainer(build_model(fsdp), fsdp, [step], DistributedEnv())
+        layer_dtypes = {p.dtype for p in trainer.flamingo.lm.model.layers.parameters()}
+        root_lm = [trainer.flamingo.lm.model.embed_tokens.weight, trainer.flamingo.lm.lm_head.weight]
+        sharded = trainer.train_step(step)
+    finally:
+        dist.destroy_process_group()
+    assert trainer.strategy == "fsdp" and layer_dtypes == {torch.bfloat16}
+    assert {p.dtype for p in root_lm} == {torch.float32}
+    assert not sharded.skipped
+    for name, loss in plain.losses.items():
+        assert abs(sharded.losses[name] - loss) <= 2e-2 * abs(loss)  # bf16 rounding: vision is bf16 in one only

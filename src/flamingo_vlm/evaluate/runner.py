@@ -20,6 +20,7 @@ import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -27,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flamingo_vlm.evaluate.media_loading import MediaError, load_media
+from flamingo_vlm.evaluate.metrics.vqa import VQA_NORMALIZATIONS, VqaNormalization
 from flamingo_vlm.evaluate.prompting import Prompt, PromptTemplate, build_prompt, sample_support
 from flamingo_vlm.evaluate.rices import Rices, RicesFeatureStore, pooled_features
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, Split, TaskSpec
@@ -58,6 +60,9 @@ class EvalConfig:
     cache_dir: str = ".cache/flamingo_rices"
     progress: bool = True
     media_ablation: MediaAblation = "none"  # "blank": every image zeroed; "shuffle": queries swap images
+    # VQA-family accuracy: "official" = vqaEval.py exactly (published numbers); "normalize_both" always
+    # normalises prediction and human answers (raw-answer sets such as ShapesWorld's).
+    vqa_normalization: VqaNormalization = "official"
 
     def __post_init__(self) -> None:
         self.shots = tuple(self.shots)
@@ -67,6 +72,8 @@ class EvalConfig:
             raise ValueError("trials, ensembles, batch_size and num_beams must all be >= 1")
         if self.media_ablation not in MEDIA_ABLATIONS:
             raise ValueError(f"media_ablation must be one of {MEDIA_ABLATIONS}, got {self.media_ablation!r}")
+        if self.vqa_normalization not in VQA_NORMALIZATIONS:
+            raise ValueError(f"vqa_normalization must be one of {VQA_NORMALIZATIONS}, got {self.vqa_normalization!r}")
 
 
 @dataclass
@@ -121,6 +128,7 @@ class Evaluator:
         if cfg.media_ablation == "shuffle":
             self._init_shuffle(run)
 
+        scorer = partial(spec.scorer, normalization=cfg.vqa_normalization) if spec.vqa_scoring else spec.scorer
         shot_results, rows = {}, []
         for shots in cfg.shots:
             trials = []
@@ -132,7 +140,7 @@ class Evaluator:
                 if not kept:
                     raise ValueError(f"{spec.name}: no eval example could be decoded")
                 examples, preds = zip(*((queries[i], p) for i, (p, _) in kept))
-                trials.append({"seed": seed, "metrics": spec.scorer(examples, preds, eval_split.candidates or [])})
+                trials.append({"seed": seed, "metrics": scorer(examples, preds, eval_split.candidates or [])})
                 rows += [_prediction_row(run, shots, seed, i, p, ids) for i, (p, ids) in kept]
             shot_results[str(shots)] = _summarise(trials)
 

@@ -21,9 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from flamingo_vlm.io import pickled_weights_refused
+
+# FlamingoConfig.lm_dtype → the dtype the frozen LM is loaded in ("auto" = as its checkpoint stores it).
+LM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,19 @@ def drop_gguf_quantizer(lm: nn.Module) -> None:
         del lm.config.quantization_config
 
 
-def load_causal_lm(spec: str, lm_kwargs: dict[str, Any] | None = None) -> nn.Module:
-    """A frozen-ready ``*ForCausalLM`` from any spec that :func:`resolve_lm_spec` accepts."""
+def load_causal_lm(spec: str, lm_kwargs: dict[str, Any] | None = None, lm_dtype: str = "auto") -> nn.Module:
+    """A frozen-ready ``*ForCausalLM`` from any spec that :func:`resolve_lm_spec` accepts.
+
+    ``lm_dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"``) loads the weights straight into that dtype:
+    transformers (5.x) builds the model on the meta device and fills each tensor from the checkpoint, so no
+    full fp32 copy of a 7B LM ever exists in memory. ``lm_kwargs`` go to ``from_pretrained`` as they are
+    (``device_map``, ``offload_folder``, ``max_memory``...); an explicit ``dtype`` there wins.
+    """
     from transformers import AutoModelForCausalLM
 
     path, kwargs = resolve_lm_spec(spec, lm_kwargs)
+    if lm_dtype != "auto" and "dtype" not in kwargs and "torch_dtype" not in kwargs:
+        kwargs["dtype"] = LM_DTYPES[lm_dtype]
     if "gguf_file" in kwargs and "quantization_config" not in kwargs:
         from transformers import GgufConfig
 

@@ -22,8 +22,8 @@ from torch import nn
 from flamingo_vlm.config import FlamingoConfig
 from flamingo_vlm.io import load_tensors, save_safetensors
 from flamingo_vlm.model import generation
-from flamingo_vlm.model.causal_lm import drop_gguf_quantizer, lm_reference, load_causal_lm, load_tokenizer
-from flamingo_vlm.model.language import FlamingoLM, MediaScope, find_decoder_layers
+from flamingo_vlm.model.causal_lm import LM_DTYPES, drop_gguf_quantizer, lm_reference, load_causal_lm, load_tokenizer
+from flamingo_vlm.model.language import FlamingoLM, MediaScope, execution_device, find_decoder_layers, is_dispatched
 from flamingo_vlm.model.loss import lm_loss
 from flamingo_vlm.model.masking import last_media_index, media_attention_mask, positions_from_mask
 from flamingo_vlm.model.resampler import PerceiverResampler
@@ -56,10 +56,19 @@ class FlamingoOutput:
     cache: Any = None  # the LM's self-attention KV cache when use_cache=True
 
 
-def _load_lm(spec: str | nn.Module, lm_kwargs: dict[str, Any]) -> tuple[nn.Module, str]:
+def _load_lm(spec: str | nn.Module, lm_kwargs: dict[str, Any], lm_dtype: str = "auto") -> tuple[nn.Module, str]:
     if isinstance(spec, nn.Module):
+        if lm_dtype != "auto" and not is_dispatched(spec):
+            spec.to(LM_DTYPES[lm_dtype])
         return spec, lm_reference(spec)
-    return load_causal_lm(str(spec), lm_kwargs), str(spec)
+    return load_causal_lm(str(spec), lm_kwargs, lm_dtype), str(spec)
+
+
+def _with_device_map(lm_kwargs: dict[str, Any] | None, device_map: Any) -> dict[str, Any]:
+    kwargs = dict(lm_kwargs or {})
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    return kwargs
 
 
 class Flamingo(nn.Module):
@@ -117,6 +126,7 @@ class Flamingo(nn.Module):
         *,
         tokenizer=None,
         lm_kwargs: dict[str, Any] | None = None,
+        device_map: str | dict[str, Any] | None = None,
         **config_kwargs: Any,
     ) -> Flamingo:
         """Build a fresh Flamingo (random resampler and blocks, gates at 0) around two frozen parts.
@@ -124,9 +134,12 @@ class Flamingo(nn.Module):
         ``lm``: a hub id, a local directory, a ``.gguf`` file, a packaged name (``"smollm2-135m-instruct"``,
         see :mod:`flamingo_vlm.model.causal_lm`) or a loaded ``PreTrainedModel``; ``vision``: a directory
         (CLIP, SigLIP or the built-in NFNet), a hub id, ``"timm:<name>"`` or a VisionEncoder module.
-        ``config_kwargs`` are :class:`FlamingoConfig` fields (``cross_attn_every``, ``num_latents``...).
+        ``config_kwargs`` are :class:`FlamingoConfig` fields (``cross_attn_every``, ``num_latents``,
+        ``lm_dtype``...). ``device_map`` (accelerate's: ``"auto"``, or module name → device) spreads the
+        frozen LM over devices; the rest of the model then sits on the LM's first device (:meth:`place`).
         """
-        lm_model, lm_ref = _load_lm(lm, lm_kwargs or {})
+        lm_kwargs = _with_device_map(lm_kwargs, device_map)
+        lm_model, lm_ref = _load_lm(lm, lm_kwargs, config_kwargs.get("lm_dtype", "auto"))
         vision_encoder = load_vision_encoder(vision)
         if tokenizer is None:
             if not lm_ref:
@@ -135,6 +148,8 @@ class Flamingo(nn.Module):
         drop_gguf_quantizer(lm_model)  # a user's dequantized GGUF module: saveable like any other
         config = FlamingoConfig(lm=lm_ref, vision=vision_encoder.reference, **config_kwargs)
         model = cls(config, lm_model, vision_encoder, tokenizer)
+        if "device_map" in lm_kwargs or is_dispatched(lm_model):
+            model.place()
         if config.xattn_residual_scale:
             model.calibrate_output_scales()
         return model
@@ -193,6 +208,26 @@ class Flamingo(nn.Module):
             block.output_scale.fill_(rms[k][real].median())
         return [block.output_scale.item() for block in blocks]
 
+    @property
+    def lm_spread(self) -> bool:
+        """Whether the frozen LM is spread over devices by a ``device_map``."""
+        return is_dispatched(self.lm)
+
+    def place(self, device: str | torch.device | None = None) -> Flamingo:
+        """Move the model to ``device`` (default: the device of the LM's input embeddings, i.e. where a
+        ``device_map`` put the LM), like ``.to(device)``, except for an LM spread over several devices: that
+        stays where accelerate put it (``.to`` would fail on its offloaded weights), the vision encoder,
+        resampler and new token rows go to ``device`` and each gated block to its own layer's device.
+        """
+        embeddings = self.lm.get_input_embeddings()
+        main = torch.device(device) if device is not None else execution_device(embeddings, torch.device("cpu"))
+        if not self.lm_spread:  # one device (a device_map may still have put the LM on a GPU): everything there
+            return self.to(main)
+        self.vision.to(main)
+        self.resampler.to(main)
+        self.language_model.place(main)
+        return self
+
     def train(self, mode: bool = True) -> Flamingo:
         super().train(mode)
         self.vision.eval()  # frozen parts never switch to training behaviour
@@ -232,21 +267,36 @@ class Flamingo(nn.Module):
         config.save(directory / CONFIG_NAME)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, lm_kwargs: dict[str, Any] | None = None) -> Flamingo:
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        lm_kwargs: dict[str, Any] | None = None,
+        *,
+        lm_dtype: str | None = None,
+        device_map: str | dict[str, Any] | None = None,
+    ) -> Flamingo:
+        """Load a checkpoint written by :meth:`save_pretrained`.
+
+        ``lm_dtype`` overrides the checkpoint's (``"bf16"`` loads a 7B LM in 14 GB, with no fp32 copy);
+        ``device_map`` spreads the frozen LM over devices as in :meth:`from_components`.
+        """
         from transformers import AutoTokenizer
 
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file():
             raise ValueError(f"{directory} is not a Flamingo checkpoint (no {CONFIG_NAME})")
         config = FlamingoConfig.load(directory / CONFIG_NAME)
+        if lm_dtype is not None:
+            config = FlamingoConfig.from_dict({**config.to_dict(), "lm_dtype": lm_dtype})
 
         def resolve(ref: str) -> str:  # self-contained checkpoints refer to their own sub-directories
             return str(directory / ref) if (directory / ref).exists() else ref
 
-        lm, _ = _load_lm(resolve(config.lm), lm_kwargs or {})
+        lm_kwargs = _with_device_map(lm_kwargs, device_map)
+        lm, _ = _load_lm(resolve(config.lm), lm_kwargs, config.lm_dtype)
         model = cls(config, lm, load_vision_encoder(resolve(config.vision)), AutoTokenizer.from_pretrained(directory))
         model.load_added_state_dict(load_tensors(directory / WEIGHTS_NAME))
-        return model
+        return model.place() if "device_map" in lm_kwargs or model.lm_spread else model
 
     def load_added_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load what :meth:`added_state_dict` returned (checked: same names, same shapes).

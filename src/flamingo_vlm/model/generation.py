@@ -537,14 +537,14 @@ def score(
             tokens[j, : len(c)] = torch.tensor(c, device=input_ids.device)
             valid[j, : len(c)] = True
         cache = copy.deepcopy(prompt.cache)
-        cache.batch_select_indices(rows)
+        cache.batch_select_indices(rows.cpu())  # CPU indices index a cache on any device (device_map)
         mask = torch.cat([attention_mask[rows], torch.ones_like(tokens)], dim=1)  # padding comes last: harmless
         start_pos = attention_mask[rows].long().sum(-1, keepdim=True)  # (n, 1)
         position_ids = start_pos + torch.arange(width, device=input_ids.device)
         attend = media_attention_mask(
             prompt.phi[rows, None].expand(-1, width), prompt.media.shape[1], model.config.media_attention
         )
-        kv = {k: tuple(t[rows] for t in v) for k, v in prompt.kv_cache.items()}
+        kv = {k: tuple(t[rows.to(t.device)] for t in v) for k, v in prompt.kv_cache.items()}  # on each block's device
         logits, _ = model.language_model(
             tokens, MediaScope(prompt.media[rows], attend, kv), mask, position_ids, cache=cache, use_cache=True
         )

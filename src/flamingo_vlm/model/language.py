@@ -45,6 +45,24 @@ DECODER_LAYER_PATHS = {
 }
 
 
+def is_dispatched(lm: nn.Module) -> bool:
+    """Whether the LM was spread over devices with a ``device_map`` (accelerate hooks move its activations):
+    then it must never be moved as a whole, and each gated block lives on its own layer's device."""
+    return len(set(map(str, (getattr(lm, "hf_device_map", None) or {}).values()))) > 1
+
+
+def execution_device(module: nn.Module, default: torch.device) -> torch.device:
+    """Where ``module`` computes: its accelerate hook's execution device (offloaded weights are on ``meta``
+    between calls), else the device of its first materialised parameter, else ``default``."""
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+    if device is not None:
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    for param in module.parameters():
+        if param.device.type != "meta":
+            return param.device
+    return default
+
+
 def find_decoder_layers(lm: nn.Module, attr: str | None = None) -> nn.ModuleList:
     """The LM's decoder layers; ``attr`` (e.g. ``"model.layers"``) overrides the lookup."""
     model_type = getattr(getattr(lm, "config", None), "model_type", None)
@@ -116,15 +134,32 @@ class NewTokenEmbeddings(nn.Module):
     def embed(self, base: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
         """ids: (b, L) → (b, L, d), base rows from the frozen LM, new rows from here."""
         is_new = (ids >= self.first_id) & (ids < self.first_id + self.num_new)  # (b, L)
-        x = base(ids.masked_fill(is_new, 0))  # (b, L, d)
-        new = F.embedding((ids - self.first_id).clamp(0, self.num_new - 1), self.input)  # (b, L, d)
-        return torch.where(is_new.unsqueeze(-1), new.to(x.dtype), x)
+        x = base(ids.masked_fill(is_new, 0))  # (b, L, d), on the embedding's device (device_map)
+        new = F.embedding((ids - self.first_id).clamp(0, self.num_new - 1).to(self.input.device), self.input)
+        return torch.where(is_new.to(x.device).unsqueeze(-1), new.to(x.device, x.dtype), x)  # (b, L, d)
 
     def logits(self, head: nn.Linear, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (b, L, d) → (b, L, V): the frozen head's columns with the new ones put in place."""
-        base = F.linear(hidden, head.weight, head.bias)  # (b, L, V_base)
-        new = F.linear(hidden, (self.input if self.tied else self.output).to(hidden.dtype))  # (b, L, n)
+        """hidden: (b, L, d) → (b, L, V): the frozen head's columns with the new ones put in place.
+
+        The head is called as a module (not through its weight), so that a head placed or offloaded by a
+        ``device_map`` runs where accelerate puts it; the logits come back to ``hidden``'s device.
+        """
+        base = head(hidden).to(hidden.device)  # (b, L, V_base)
+        rows = self.input if self.tied else self.output
+        new = F.linear(hidden, rows.to(hidden.device, hidden.dtype))  # (b, L, n)
         return torch.cat([base[..., : self.first_id], new, base[..., self.first_id + self.num_new :]], dim=-1)
+
+
+class _GatedBlockHook:
+    """The pre-hook a decoder layer calls: an object, not a closure, so that ``copy.deepcopy`` of a Flamingo
+    gives hooks that call the *copy's* blocks (a copied closure would still call the original's, whose scope
+    is never set, and the copy would silently run as the bare LM)."""
+
+    def __init__(self, owner: FlamingoLM, block_id: int) -> None:
+        self.owner, self.block_id = owner, block_id
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        return self.owner.run_block(self.block_id, args, kwargs)
 
 
 @dataclass
@@ -168,6 +203,7 @@ class FlamingoLM(nn.Module):
             raise ValueError(f"the new special tokens must have consecutive ids, got {new_token_ids}")
         self.lm = lm.requires_grad_(False).eval()
         layers = find_decoder_layers(lm, decoder_layers_attr)
+        self._layers_attr = decoder_layers_attr
         dim = lm.config.hidden_size  # the decoder's width (OPT may project embeddings to it)
         # Block k sits before decoder layer offset + k·every (paper: "every n-th layer"; we start at the
         # first, OpenFlamingo at layer every-1).
@@ -196,6 +232,14 @@ class FlamingoLM(nn.Module):
         self.lm.eval()  # frozen: dropout stays off whatever the trainable parts do
         return self
 
+    def place(self, device: torch.device) -> None:
+        """For an LM spread with a ``device_map``: the new token rows to ``device`` (where the embeddings'
+        output is gathered), and each gated block to the execution device of the layer it runs before."""
+        self.new_tokens.to(device)
+        layers = find_decoder_layers(self.lm, self._layers_attr)
+        for block, layer_id in zip(self.gated_xattn, self.xattn_layer_ids):
+            block.to(execution_device(layers[layer_id], device))
+
     @contextmanager
     def media_scope(self, scope: MediaScope) -> Iterator[None]:
         """Make ``scope`` visible to the gated blocks for one call; always cleared afterwards."""
@@ -207,23 +251,28 @@ class FlamingoLM(nn.Module):
         finally:
             self._scope = None
 
-    def _pre_hook(self, block_id: int):
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            scope = self._scope
-            if scope is None:  # the LM called on its own, or by another Flamingo sharing it
-                return None
-            block = self.gated_xattn[block_id]
-            if scope.kv_cache is None:
-                media_kv = block.attn.project_media(scope.media)
-            else:
-                if block_id not in scope.kv_cache:
-                    scope.kv_cache[block_id] = block.attn.project_media(scope.media)
-                media_kv = scope.kv_cache[block_id]
-            if args:
-                return (block(args[0], media_kv, scope.attend), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": block(kwargs["hidden_states"], media_kv, scope.attend)}
+    def _pre_hook(self, block_id: int) -> _GatedBlockHook:
+        return _GatedBlockHook(self, block_id)
 
-        return hook
+    def run_block(self, block_id: int, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        """Decoder layer ``block_id``'s pre-hook: its gated block applied to the layer's input, inside a scope."""
+        scope = self._scope
+        if scope is None:  # the LM called on its own, or by another Flamingo sharing it
+            return None
+        block = self.gated_xattn[block_id]
+        # The block runs where its layer does (a device_map may spread the layers): its inputs go there.
+        device = block.attn_gate.device
+        if scope.kv_cache is None:
+            media_kv = block.attn.project_media(scope.media.to(device))
+        else:
+            if block_id not in scope.kv_cache:
+                scope.kv_cache[block_id] = block.attn.project_media(scope.media.to(device))
+            media_kv = scope.kv_cache[block_id]
+        attend = scope.attend.to(device)
+        if args:
+            return (block(args[0].to(device), media_kv, attend), *args[1:]), kwargs
+        hidden = kwargs["hidden_states"].to(device)
+        return args, {**kwargs, "hidden_states": block(hidden, media_kv, attend)}
 
     def hidden_states(
         self,
@@ -244,7 +293,8 @@ class FlamingoLM(nn.Module):
                 use_cache=use_cache,
                 **{self._cache_kwarg: cache},
             )
-        return out.last_hidden_state, (out[self._cache_kwarg] if use_cache else None)
+        hidden = out.last_hidden_state.to(input_ids.device)  # a device_map may end the LM elsewhere
+        return hidden, (out[self._cache_kwarg] if use_cache else None)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (..., d) → logits (..., V): the frozen head with the new tokens' columns."""

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flamingo_vlm.evaluate.metrics.vqa import VQA_NORMALIZATIONS
 from flamingo_vlm.evaluate.runner import EvalConfig
 from flamingo_vlm.evaluate.tasks import TASKS
 from flamingo_vlm.recipes import config_flag
@@ -26,6 +27,8 @@ class EvalRecipeConfig:
     data_root: list[str] = field(default_factory=list)  # one directory per task, or one holding a folder per task
     output: str = "eval_results"  # results.json and predictions.jsonl
     device: str | None = None  # default: cuda if available, else cpu
+    lm_dtype: str | None = None  # frozen LM storage dtype (auto/fp32/bf16/fp16); default: the checkpoint's
+    device_map: str | None = None  # spread the frozen LM over the GPUs (accelerate: auto, balanced, sequential)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
@@ -66,7 +69,8 @@ def main(config: EvalRecipeConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     roots = config.roots()
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = Flamingo.from_pretrained(config.model).to(device)
+    model = Flamingo.from_pretrained(config.model, lm_dtype=config.lm_dtype, device_map=config.device_map)
+    model = model.place(None if model.lm_spread else device)
     evaluator = Evaluator(model, FlamingoProcessor.from_model(model), config.eval)
 
     task_results, predictions = {}, []
@@ -139,6 +143,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         const="blank",
         help="short for --media-ablation blank",
     )
+    config_flag(
+        p,
+        "--vqa-normalization",
+        key="eval.vqa_normalization",
+        choices=VQA_NORMALIZATIONS,
+        help="VQA accuracy: 'official' = vqaEval.py exactly (default; published numbers), 'normalize_both' "
+        "= always normalise both answers (raw-answer sets such as ShapesWorld's)",
+    )
     config_flag(p, "--ensembles", key="eval.ensembles", type=int, help="support orderings averaged (close-ended tasks)")
     config_flag(p, "--batch-size", key="eval.batch_size", type=int)
     config_flag(p, "--num-beams", key="eval.num_beams", type=int)
@@ -158,6 +170,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--cache-dir", key="eval.cache_dir", help="where RICES features are cached")
     config_flag(p, "--output", key="output", help="directory for results.json and predictions.jsonl")
     config_flag(p, "--device", key="device", help="default: cuda if available, else cpu")
+    config_flag(
+        p,
+        "--lm-dtype",
+        key="lm_dtype",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="load the frozen LM in this dtype",
+    )
+    config_flag(
+        p,
+        "--device-map",
+        key="device_map",
+        help="spread the frozen LM over devices (accelerate: auto, balanced, sequential); the rest of the model "
+        "goes to the LM's first device",
+    )
     config_flag(p, "--no-progress", key="eval.progress", action="store_const", const=False)
 
 

@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     missing = [path for path in args.image if not os.path.isfile(path)]
     if missing:  # before loading the model: a typo in a path should not cost a model load
         raise ValueError(f"--image: no such file {missing[0]!r}")
-    model = Flamingo.from_pretrained(args.model).to(args.device).eval()
+    model = Flamingo.from_pretrained(args.model, lm_dtype=args.lm_dtype, device_map=args.device_map)
+    model = model.place(None if model.lm_spread else args.device).eval()
     processor = FlamingoProcessor.from_model(model)
     prompt = args.prompt if args.prompt is not None else "<image>Output:" * len(args.image)
     print(answer(model, processor, prompt, list(args.image), args.num_beams, args.max_new_tokens))
@@ -58,4 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-beams", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--lm-dtype", choices=("auto", "fp32", "bf16", "fp16"), help="load the frozen LM in this dtype")
+    parser.add_argument(
+        "--device-map", help="spread the frozen LM over devices (accelerate: auto, balanced, sequential)"
+    )
     parser.set_defaults(func=run)

@@ -1,6 +1,8 @@
 """``flamingo train CONFIG.yaml [key=value ...] [--resume]``: train Flamingo on a λ-weighted data mixture.
 
 On N processes: ``flamingo run train CONFIG.yaml --nproc-per-node N`` (DDP, or FSDP2 with ``strategy=fsdp``).
+``flamingo train [CONFIG.yaml] --estimate-memory [--gpus N] [--layout 3b|9b|80b]`` prints the per-GPU memory the
+run would need (:mod:`flamingo_vlm.train.memory_estimate`) and trains nothing.
 """
 
 from __future__ import annotations
@@ -41,9 +43,26 @@ def main(config: TrainConfig) -> int:
     return 0
 
 
+ESTIMATE_PRESET = "flamingo-paper"  # --estimate-memory without a config: the paper's data and optimiser
+
+
+def estimate(args: argparse.Namespace) -> int:
+    from flamingo_vlm.recipes import resolve_config
+    from flamingo_vlm.train.memory_estimate import report
+
+    config = resolve_config("train", args.config or ESTIMATE_PRESET, args.overrides)
+    print(report(config, args.gpus, args.layout))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from flamingo_vlm.recipes import launch_distributed, resolve_config
 
+    if args.estimate_memory:
+        return estimate(args)
+    if args.config is None:
+        print("flamingo train: a config is required (a YAML file or a preset from configs/train/)", file=sys.stderr)
+        return 2
     overrides = args.overrides + (["resume=true"] if args.resume else [])
     if args.nproc_per_node > 1:
         return launch_distributed("train", [args.config, *overrides], args.nproc_per_node)
@@ -56,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train Flamingo on a λ-weighted data mixture",
         description="Train the resampler, gated cross-attention blocks and new token rows of a Flamingo.",
     )
-    parser.add_argument("config", help="YAML training config (see configs/train/)")
+    parser.add_argument("config", nargs="?", help="YAML training config or preset (see configs/train/)")
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -67,4 +86,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from the latest checkpoint (same as resume=true)"
     )
     parser.add_argument("--nproc-per-node", type=int, default=1, help="processes on this node (torchrun)")
+    parser.add_argument(
+        "--estimate-memory",
+        action="store_true",
+        help="print the per-GPU memory this config needs (weights, optimiser, activations, FSDP sharding) and exit",
+    )
+    parser.add_argument("--gpus", type=int, default=8, help="--estimate-memory: GPUs the run is spread over")
+    parser.add_argument(
+        "--layout",
+        choices=("3b", "9b", "80b"),
+        help="--estimate-memory: the paper's Flamingo-3B/9B/80B shapes instead of the config's model",
+    )
     parser.set_defaults(func=run)

@@ -7,7 +7,12 @@ only one layer's full weights exist at a time. Flamingo specifics:
   forward method, because the decoder-layer pre-hook projects the visual keys/values *before*
   calling the block, outside any FSDP forward;
 - the frozen vision encoder is left unsharded and replicated (``ignored_params``): it is small
-  next to the LM, needs no gradient reduction, and the feature cache can call it directly.
+  next to the LM, needs no gradient reduction, and the feature cache can call it directly;
+- an LM loaded in bf16/fp16 (``lm_dtype``) keeps that dtype in its decoder-layer units (nearly all of
+  its weights), but FSDP2 all-gathers a unit's parameters as one flat buffer of one dtype, and the root
+  unit holds fp32 trainable parts next to the LM's embeddings, final norm and head: those few frozen
+  tensors are upcast to fp32 (0.26B parameters for a 32k-vocabulary 7B LM, 1.1B for Qwen2.5-7B's 152k
+  vocabulary; sharded like the rest).
 """
 
 from __future__ import annotations
@@ -75,7 +80,9 @@ def shard_flamingo(model: nn.Module, env: DistributedEnv) -> nn.Module:
 
     mesh = init_device_mesh(env.device.type, (env.world_size,))
     vision = set(model.vision.parameters())
-    for layer in find_decoder_layers(model.lm, model.config.decoder_layers_attr):
+    layers = find_decoder_layers(model.lm, model.config.decoder_layers_attr)
+    upcast_root_parameters(model, skip=[layers, model.vision])
+    for layer in layers:
         fully_shard(layer, mesh=mesh)
     for block in model.language_model.gated_xattn:
         fully_shard(block.attn, mesh=mesh)
@@ -83,6 +90,23 @@ def shard_flamingo(model: nn.Module, env: DistributedEnv) -> nn.Module:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh, ignored_params=vision)
     return model
+
+
+def upcast_root_parameters(model: nn.Module, skip: list[nn.Module]) -> int:
+    """Cast every non-fp32 floating parameter outside the ``skip`` modules to fp32, keeping tied ones
+    tied (one new Parameter per old one); returns how many tensors were cast."""
+    skipped = {id(m) for s in skip for m in s.modules()}
+    new: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if id(module) in skipped:
+            continue
+        for name, param in list(module.named_parameters(recurse=False)):
+            if not param.is_floating_point() or param.dtype == torch.float32:
+                continue
+            if id(param) not in new:
+                new[id(param)] = nn.Parameter(param.detach().float(), requires_grad=param.requires_grad)
+            setattr(module, name, new[id(param)])
+    return len(new)
 
 
 def wrap(model: nn.Module, strategy: str, env: DistributedEnv) -> nn.Module:

@@ -124,6 +124,14 @@ class Trainer:
             # The frozen parts stored in bf16: autocast would otherwise cast every weight at every call.
             self.flamingo.lm.to(torch.bfloat16)
             self.flamingo.vision.to(torch.bfloat16)
+        lm_dtypes = {p.dtype for p in self.flamingo.lm.parameters()}
+        if self.strategy == "fsdp" and lm_dtypes != {torch.float32} and not bf16:
+            # FSDP2 keeps the root unit's frozen tensors (embeddings, head) in fp32 next to the bf16/fp16 layers
+            # (distributed.upcast_root_parameters): only autocast makes the two meet.
+            raise ValueError(
+                f"strategy fsdp with the LM stored in {sorted(map(str, lm_dtypes))} needs precision: bf16 "
+                "(autocast), or model.lm_dtype: fp32"
+            )
         self.model = distributed.wrap(self.flamingo, self.strategy, self.env)
         self.params = [p for p in self.flamingo.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.flamingo, config.optim)

@@ -1,21 +1,31 @@
-"""VQA accuracy, as computed by the official VQA evaluation script (``vqaEval.py``).
+"""VQA accuracy, as computed by the official VQA evaluation script (``vqaEval.py``, GT-Vision-Lab/VQA).
 
-The published VQA numbers (and Flamingo's table) come from that script, so the answer
-normalisation below reproduces it rule for rule: punctuation (removed, or turned into a space
-when it glues two words), periods not followed by a digit, number words to digits, articles,
-and missing apostrophes of contractions.  The score of an answer is ``min(#humans who gave it /
-3, 1)``, averaged over the 10 leave-one-out subsets of the 10 human answers.
+Published VQAv2, OK-VQA, TextVQA and VizWiz numbers (and Flamingo's table) come from that script, so
+by default (``normalization="official"``) this module reproduces it rule for rule, quirks included:
 
-One deliberate difference: the official script normalises the *human* answers only when the
-annotators disagree, because it assumes the published annotations are already normalised (they
-are, for VQAv2).  We always normalise both sides, which is a no-op on VQAv2 but keeps raw-answer
-files (e.g. "two" written by humans, ShapesWorld's sets) from scoring a correct "two" as 0.
+* Both answers lose ``\n``/``\t`` and surrounding spaces.  Then, **only when the human answers are not
+  all identical**, the prediction and every human answer are normalised: punctuation (removed, or turned
+  into a space when it glues two words; every mark removed when the text holds a digit-comma-digit
+  number such as "1,000"), periods not followed by a digit, lower case, number words to digits,
+  articles, and missing apostrophes of contractions.  When the annotators agree, neither side is
+  normalised: ``Cat`` against ten ``cat`` scores 0.  The script assumes agreeing annotations are
+  already clean, which holds for VQAv2.
+* The period strip passes ``re.UNICODE`` where ``re.sub`` expects its *count*: at most 32 periods are
+  stripped from an answer.
+* The score of an answer is ``min(#humans who gave it / 3, 1)``, averaged over the 10 leave-one-out
+  subsets of the 10 human answers.  Each human answer is one annotator (VQAv2's answers carry an
+  ``answer_id``), so leaving one out removes exactly that one, even when others gave the same text.
+
+``normalization="normalize_both"`` always normalises both sides.  It is meant for raw-answer sets
+(ShapesWorld's, or human answers like "Two" that nobody cleaned), where the official rule would score a
+correct "2" against ten raw "Two" as 0; numbers computed this way are not comparable with published ones.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -57,6 +67,8 @@ PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_",
 # The official pattern is "(?!<=\d)(\.)(?!\d)": its first group is a mistyped look-behind that never
 # fails, so in effect a period is dropped unless a digit follows it ("3.5" keeps its period).
 _PERIOD = re.compile(r"\.(?!\d)")
+# ...and it passes re.UNICODE (32) as re.sub's positional *count*: only the first 32 such periods go.
+PERIOD_STRIP_COUNT = int(re.UNICODE)
 _DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
 
 
@@ -70,7 +82,7 @@ def process_punctuation(text: str) -> str:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _PERIOD.sub("", out)
+    return _PERIOD.sub("", out, count=PERIOD_STRIP_COUNT)
 
 
 def process_digits_articles(text: str) -> str:
@@ -80,31 +92,53 @@ def process_digits_articles(text: str) -> str:
     return " ".join(words)
 
 
+VqaNormalization = Literal["official", "normalize_both"]
+VQA_NORMALIZATIONS: tuple[str, ...] = get_args(VqaNormalization)
+
+
+def _clean_whitespace(answer: str) -> str:
+    """What the official script does to every answer before anything else."""
+    return answer.replace("\n", " ").replace("\t", " ").strip()
+
+
 def normalize_vqa_answer(answer: str) -> str:
-    """The official answer normalisation, applied to predictions and human answers alike."""
-    answer = answer.replace("\n", " ").replace("\t", " ").strip()
-    return process_digits_articles(process_punctuation(answer))
+    """The official answer normalisation (the one applied when the human answers disagree)."""
+    return process_digits_articles(process_punctuation(_clean_whitespace(answer)))
 
 
-def vqa_accuracy(prediction: str, human_answers: Sequence[str]) -> float:
+def vqa_accuracy(
+    prediction: str, human_answers: Sequence[str], *, normalization: VqaNormalization = "official"
+) -> float:
     """Accuracy of one predicted answer against the (usually 10) human answers.
 
     For each leave-one-out subset of the humans, the answer scores ``min(#matches / 3, 1)``; the
-    result is the mean over subsets, so 3 matching humans out of 10 give 0.9, not 1.
+    result is the mean over subsets, so 3 matching humans out of 10 give 0.9, not 1.  With
+    ``normalization="official"`` the answers are normalised only when the humans disagree (see the
+    module docstring); ``"normalize_both"`` always normalises.
     """
     if not human_answers:
         raise ValueError("vqa_accuracy needs at least one human answer")
-    pred = normalize_vqa_answer(prediction)
-    matches = [normalize_vqa_answer(a) == pred for a in human_answers]
+    if normalization not in VQA_NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {VQA_NORMALIZATIONS}, got {normalization!r}")
+    pred, humans = _clean_whitespace(prediction), [_clean_whitespace(a) for a in human_answers]
+    if normalization == "normalize_both" or len(set(humans)) > 1:
+        pred, humans = normalize_vqa_answer(pred), [normalize_vqa_answer(a) for a in humans]
+    matches = [a == pred for a in humans]
     total = sum(matches)
     # Leaving out human i removes its own match (if any) from the count.
     return sum(min(1.0, (total - m) / 3.0) for m in matches) / len(matches)
 
 
-def mean_vqa_accuracy(predictions: Sequence[str], human_answers: Sequence[Sequence[str]]) -> float:
+def mean_vqa_accuracy(
+    predictions: Sequence[str],
+    human_answers: Sequence[Sequence[str]],
+    *,
+    normalization: VqaNormalization = "official",
+) -> float:
     """Mean per-question VQA accuracy, as a fraction in [0, 1] (the papers report x100)."""
     if len(predictions) != len(human_answers):
         raise ValueError(f"{len(predictions)} predictions for {len(human_answers)} questions")
     if not predictions:
         raise ValueError("no predictions to score")
-    return sum(vqa_accuracy(p, a) for p, a in zip(predictions, human_answers)) / len(predictions)
+    scores = [vqa_accuracy(p, a, normalization=normalization) for p, a in zip(predictions, human_answers)]
+    return sum(scores) / len(predictions)

@@ -27,7 +27,17 @@ _COCO_IMAGES = "{split}2014/COCO_{split}2014_{image_id:012d}.jpg"
 
 
 def _vqa(name: str, reader, eval_split: str = "val") -> TaskSpec:
-    return TaskSpec(name, reader, OPEN_ENDED_TEMPLATE_VQA, "generate", score_vqa, eval_split, "train", max_new_tokens=5)
+    return TaskSpec(
+        name,
+        reader,
+        OPEN_ENDED_TEMPLATE_VQA,
+        "generate",
+        score_vqa,
+        eval_split,
+        "train",
+        max_new_tokens=5,
+        vqa_scoring=True,
+    )
 
 
 def _caption(name: str, reader, eval_split: str = "test") -> TaskSpec:

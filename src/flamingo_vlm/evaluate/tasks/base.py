@@ -88,6 +88,7 @@ class TaskSpec:
     media: Literal["image", "video"] = "image"
     max_new_tokens: int = 10
     episodic: bool = False  # support examples come with each query; zero-shot is the query alone
+    vqa_scoring: bool = False  # the scorer takes ``normalization=`` (EvalConfig.vqa_normalization)
 
 
 class RecordChecker:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from flamingo_vlm.evaluate.metrics.vqa import vqa_accuracy
+from flamingo_vlm.evaluate.metrics.vqa import VqaNormalization, vqa_accuracy
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, RecordChecker, Split, read_json, record_list
 
 
@@ -104,7 +104,16 @@ def read_vizwiz(root: Path, split: str, *, annotations: str, images: str) -> Spl
     return checker.split()
 
 
-def score_vqa(examples: Sequence[Example], predictions: Sequence[Prediction], _: Sequence[str]) -> dict[str, float]:
-    """VQA accuracy in percent."""
-    accs = [vqa_accuracy(p.text, e.references) for e, p in zip(examples, predictions, strict=True)]
+def score_vqa(
+    examples: Sequence[Example],
+    predictions: Sequence[Prediction],
+    _: Sequence[str],
+    *,
+    normalization: VqaNormalization = "official",
+) -> dict[str, float]:
+    """VQA accuracy in percent: the official script's by default, ``"normalize_both"`` for raw-answer sets."""
+    accs = [
+        vqa_accuracy(p.text, e.references, normalization=normalization)
+        for e, p in zip(examples, predictions, strict=True)
+    ]
     return {"vqa_accuracy": 100.0 * sum(accs) / len(accs)}
