@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from flamingo_vlm.data.build import build_web_shards, find_pages, find_warcs, page_roots
 from flamingo_vlm.data.html import ImageFilter
@@ -127,6 +128,18 @@ def run_build_web(args: argparse.Namespace) -> int:
     )
 
 
+def _import_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every importer takes from the shared flags (see ``_add_common``)."""
+    return {
+        "images": args.images,
+        "prefix": args.prefix,
+        "plan": _plan(args),
+        "image_filter": _image_filter(args),
+        "max_images": args.max_images,
+        "progress": not args.no_progress,
+    }
+
+
 def run_import_mmc4(args: argparse.Namespace) -> int:
     from flamingo_vlm.data.mmc4 import import_mmc4
 
@@ -134,14 +147,9 @@ def run_import_mmc4(args: argparse.Namespace) -> int:
         lambda: import_mmc4(
             args.inputs,
             args.output,
-            images=args.images,
-            prefix=args.prefix,
-            plan=_plan(args),
             image_position=args.image_position,
             min_similarity=args.min_similarity,
-            image_filter=_image_filter(args),
-            max_images=args.max_images,
-            progress=not args.no_progress,
+            **_import_options(args),
         )
     )
 
@@ -149,15 +157,4 @@ def run_import_mmc4(args: argparse.Namespace) -> int:
 def run_import_obelics(args: argparse.Namespace) -> int:
     from flamingo_vlm.data.obelics import import_obelics  # pyarrow is only needed here
 
-    return _finish(
-        lambda: import_obelics(
-            args.inputs,
-            args.output,
-            images=args.images,
-            prefix=args.prefix,
-            plan=_plan(args),
-            image_filter=_image_filter(args),
-            max_images=args.max_images,
-            progress=not args.no_progress,
-        )
-    )
+    return _finish(lambda: import_obelics(args.inputs, args.output, **_import_options(args)))

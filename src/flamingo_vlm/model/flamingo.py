@@ -71,6 +71,22 @@ def _with_device_map(lm_kwargs: dict[str, Any] | None, device_map: Any) -> dict[
     return kwargs
 
 
+def build_resampler(config: FlamingoConfig, dim_visual: int) -> PerceiverResampler:
+    """The resampler ``config`` describes; shared with the memory estimator, which builds it on ``meta``."""
+    return PerceiverResampler(
+        dim_visual,
+        depth=config.resampler_depth,
+        num_latents=config.num_latents,
+        heads=config.resampler_heads,
+        dim_head=config.resampler_dim_head,
+        ff_mult=config.resampler_ff_mult,
+        max_frames=config.max_frames,
+        activation=config.activation,
+        use_time_embeddings=config.resampler_time_embeddings,
+        latent_std=config.resampler_latent_std,
+    )
+
+
 class Flamingo(nn.Module):
     def __init__(self, config: FlamingoConfig, lm: nn.Module, vision: VisionEncoder, tokenizer) -> None:
         super().__init__()
@@ -80,18 +96,7 @@ class Flamingo(nn.Module):
         lm_knows_new_tokens = all(t in tokenizer.get_vocab() for t in (config.media_token, config.eoc_token))
         self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, config.media_token, config.eoc_token)
         self.vision = vision.requires_grad_(False).eval()
-        self.resampler = PerceiverResampler(
-            vision.hidden_size,
-            depth=config.resampler_depth,
-            num_latents=config.num_latents,
-            heads=config.resampler_heads,
-            dim_head=config.resampler_dim_head,
-            ff_mult=config.resampler_ff_mult,
-            max_frames=config.max_frames,
-            activation=config.activation,
-            use_time_embeddings=config.resampler_time_embeddings,
-            latent_std=config.resampler_latent_std,
-        )
+        self.resampler = build_resampler(config, vision.hidden_size)
         self.language_model = FlamingoLM(
             lm,
             dim_visual=vision.hidden_size,

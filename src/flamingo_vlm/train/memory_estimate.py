@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from flamingo_vlm.config import FlamingoConfig
+from flamingo_vlm.model.flamingo import build_resampler
 from flamingo_vlm.model.language import find_decoder_layers
-from flamingo_vlm.model.resampler import PerceiverResampler
 from flamingo_vlm.model.xattn import GatedCrossAttentionDense
 from flamingo_vlm.train.config import TrainConfig
 
@@ -112,17 +112,7 @@ def _trainable_shapes(config: FlamingoConfig, lm_hidden: int, lm_layers: int, vi
             config.activation,
             config.xattn_qk_norm,
         )
-        resampler = PerceiverResampler(
-            vision_hidden,
-            depth=config.resampler_depth,
-            num_latents=config.num_latents,
-            heads=config.resampler_heads,
-            dim_head=config.resampler_dim_head,
-            ff_mult=config.resampler_ff_mult,
-            max_frames=config.max_frames,
-            activation=config.activation,
-            use_time_embeddings=config.resampler_time_embeddings,
-        )
+        resampler = build_resampler(config, vision_hidden)
     return {"xattn_params": blocks * _count(block), "num_blocks": blocks, "resampler_params": _count(resampler)}
 
 
