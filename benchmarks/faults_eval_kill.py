@@ -12,6 +12,9 @@ Checked:
 - the finished run's ``results.json`` and ``predictions.jsonl`` are byte-identical to an uninterrupted run's;
 - the log holds each prediction once (a prediction torn by the kill is cut and made again, never duplicated).
 
+A kill inside a log line's write is too brief to hit by timing, so after half the kills that leave a complete
+log, the campaign tears its last line in half itself (``torn_simulated``): the state such a kill leaves.
+
 Processes are forks of the campaign running ``cli.main(argv)``, one thread each, as in ``faults_kill``.
 
     python benchmarks/faults.py --campaign eval-kill [--seed 0] [--scale 1.0]
@@ -102,6 +105,14 @@ def _torn(out: Path) -> int:
     return 0
 
 
+def _tear_last_line(out: Path) -> None:
+    """Cut the last line of the longest log in half, as a kill between its first and last byte would."""
+    path = max((out / "prediction_logs").glob("rank-*.jsonl"), key=lambda p: p.stat().st_size)
+    data = path.read_bytes()
+    start = data.rstrip(b"\n").rfind(b"\n") + 1
+    os.truncate(path, start + (len(data) - start) // 2)
+
+
 def _kill_at(pid: int, out: Path, rng: random.Random, timing: dict[str, float]) -> tuple[bool, str]:
     """Wait for a seeded moment and SIGKILL ``pid``; (killed, where it was aimed)."""
     kind = rng.choice(["anywhere", "predicting", "scoring"])
@@ -139,7 +150,8 @@ def eval_kill_row(root: Path, work: Path, seed: int, cases: int) -> Row:
     expected = {name: (reference / name).read_bytes() for name in OUTPUTS}
     lines = _logged(reference)
     timing = {"total": total, "lines": lines, "tail": 0.3 * total}
-    counts = dict(kills=0, resumes=0, runs_matched=0, partial_outputs_visible=0, torn_lines=0, duplicated_lines=0)
+    counts = dict(kills=0, resumes=0, runs_matched=0, partial_outputs_visible=0, torn_lines=0, torn_simulated=0)
+    counts["duplicated_lines"] = 0
     counts.update(aimed_anywhere=0, aimed_predicting=0, aimed_scoring=0)
     for case in range(cases):
         out, log = work / f"case-{case}", work / f"case-{case}.log"
@@ -152,7 +164,11 @@ def eval_kill_row(root: Path, work: Path, seed: int, cases: int) -> Row:
             killed_any = True
             counts["kills"] += 1
             counts[f"aimed_{kind}"] += 1
-            counts["torn_lines"] += _torn(out)
+            torn = _torn(out)
+            if not torn and _logged(out) and rng.random() < 0.5:
+                _tear_last_line(out)  # the state a kill inside a write leaves (too brief to hit by timing)
+                counts["torn_simulated"] += 1
+            counts["torn_lines"] += torn
             partial = [n for n in OUTPUTS if (out / n).exists() and (out / n).read_bytes() != expected[n]]
             counts["partial_outputs_visible"] += len(partial)
             row.add(f"case {case} kill {attempt} ({kind}): partial outputs visible {partial}", Outcome(not partial, 1))
