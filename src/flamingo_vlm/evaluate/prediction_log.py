@@ -118,18 +118,16 @@ class PredictionLog:
 
         Read-only, so every rank can run it before rank 0 changes anything.
         """
-        if overwrite or not self.directory.exists():
-            return
         manifest = self.directory / MANIFEST
+        if overwrite or not (manifest.is_file() or any(self.directory.glob("rank-*.jsonl"))):
+            return  # nothing there to lose
         if not resume:
             raise PredictionLogError(
                 f"{self.directory} already holds an evaluation's predictions: pass --resume to continue it, "
                 "or --overwrite to discard them"
             )
         if not manifest.is_file():
-            if any(self.directory.glob("rank-*.jsonl")):
-                raise PredictionLogError(f"{self.directory} holds prediction logs but no {MANIFEST}: not resumable")
-            return
+            raise PredictionLogError(f"{self.directory} holds prediction logs but no {MANIFEST}: not resumable")
         stored = io.read_json(manifest)
         if stored.get("format") != FORMAT_VERSION or stored.get("fingerprint") != self.fingerprint:
             theirs = stored.get("fingerprint") or {}
