@@ -1,4 +1,5 @@
-"""The reliability campaign: broken inputs on every path, SIGKILL during training and data building, untrusted files.
+"""The reliability campaign: broken inputs on every path, SIGKILL during training, evaluation and data building,
+untrusted files.
 
     python benchmarks/faults.py                       # every campaign, full size, seed 0
     python benchmarks/faults.py --campaign fuzz --seed 3 --scale 0.2
@@ -25,6 +26,7 @@ from faults_common import Row, table  # noqa: E402
 CAMPAIGNS = {
     "fuzz": "faults_fuzz",  # malformed records through every input path
     "kill": "faults_kill",  # SIGKILL during training and build-web, a full disk during a save
+    "eval-kill": "faults_eval_kill",  # SIGKILL during flamingo eval, then --resume
     "untrusted": "faults_untrusted",  # pickle payloads, path traversal, oversized and deeply nested JSON
 }
 

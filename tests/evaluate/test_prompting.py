@@ -93,3 +93,18 @@ def test_feature_cache_round_trip(tmp_path) -> None:
     reloaded = RicesFeatureStore(tmp_path, "abc")
     assert "k" in reloaded and torch.equal(reloaded["k"], torch.arange(3.0))
     assert "k" not in RicesFeatureStore(tmp_path, "other-encoder")
+
+
+def test_support_order_is_a_lazy_permutation() -> None:
+    from itertools import islice
+
+    from flamingo_vlm.evaluate.prompting import support_order
+
+    assert sorted(support_order(50, random.Random(1))) == list(range(50))
+    assert list(islice(support_order(10**9, random.Random(2)), 4)) == list(
+        islice(support_order(10**9, random.Random(2)), 4)
+    )
+    # the first usable ones in one order: knowing an unusable example in advance changes nothing
+    order = list(support_order(8, random.Random(5)))
+    first_three = [i for i in order if i != order[0]][:3]
+    assert sample_support(8, 3, random.Random(5), exclude={order[0]})[0] == first_three

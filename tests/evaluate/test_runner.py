@@ -198,3 +198,25 @@ def test_vqa_normalization_reaches_the_scorer(tokenizer_dir, fixture_colours, be
     assert scores == {"official": 0.0, "normalize_both": pytest.approx(100.0)}
     with pytest.raises(ValueError, match="vqa_normalization"):
         EvalConfig(vqa_normalization="lenient")
+
+
+def test_shards_merge_to_the_single_process_result(oracle, benchmark_writer, tmp_path) -> None:
+    """Two shards of one log, predicted one after the other in this process, score as one unsharded run: each
+    query's support comes from its own RNG, whatever the other shard found broken (support image 3 is)."""
+    from flamingo_vlm.evaluate.prediction_log import PredictionLog, Shard
+
+    model, proc = oracle("vqav2")
+    root = benchmark_writer("vqav2", n_train=6, n_eval=7)
+    (root / "train2014" / "COCO_train2014_000000000003.jpg").write_bytes(b"broken support")
+    config = EvalConfig(shots=(0, 3), trials=2, batch_size=2, progress=False)
+    expected = Evaluator(model, proc, config).evaluate(get_task("vqav2"), root)
+    assert expected[0]["bad_inputs"]["support"] == {"undecodable_media": 1}
+
+    logs = [PredictionLog(tmp_path / "logs", {"run": 1}, Shard(rank, 2)) for rank in (0, 1)]
+    for log in logs:
+        log.prepare(overwrite=False)
+        log.open()
+    assert Evaluator(model, proc, config).evaluate(get_task("vqav2"), root, logs[1]) is None  # not rank 0
+    assert Evaluator(model, proc, config).evaluate(get_task("vqav2"), root, logs[0]) == expected
+    shares = [len((tmp_path / "logs" / f"rank-{r}.jsonl").read_text().splitlines()) for r in (0, 1)]
+    assert shares == [2 * 2 * 4, 2 * 2 * 3]  # batches {0,1}, {4,5} / {2,3}, {6}: units x queries

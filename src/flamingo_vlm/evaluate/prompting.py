@@ -13,8 +13,9 @@ removed, so the model learns the answer *format* without seeing any image-answer
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from flamingo_vlm.evaluate.tasks.base import Example
 from flamingo_vlm.processing import field_labels
@@ -80,17 +81,43 @@ def build_prompt(
     return Prompt(context + template.query(query), media + query.media)
 
 
-def sample_support(
-    pool_size: int, shots: int, rng: random.Random, exclude: Collection[int] = ()
-) -> tuple[list[int], bool]:
-    """Random support indices for ``shots`` shots, and whether they are to be shown text-only.
+def support_size(shots: int) -> tuple[int, bool]:
+    """How many support examples a prompt of ``shots`` shots holds, and whether they are shown text-only.
 
     ``shots == 0`` gives the paper's two text-only examples.
     """
     if shots < 0:
         raise ValueError(f"shots must be >= 0, got {shots}")
-    k, text_only = (ZERO_SHOT_TEXT_EXAMPLES, True) if shots == 0 else (shots, False)
-    candidates = [i for i in range(pool_size) if i not in exclude] if exclude else range(pool_size)
-    if len(candidates) < k:
-        raise ValueError(f"{k} support examples needed but the support split has only {len(candidates)} usable")
-    return rng.sample(candidates, k), text_only
+    return (ZERO_SHOT_TEXT_EXAMPLES, True) if shots == 0 else (shots, False)
+
+
+def support_order(pool_size: int, rng: random.Random) -> Iterator[int]:
+    """A uniformly random order of ``range(pool_size)``, drawn lazily: the first k cost about k draws.
+
+    Callers take the first k usable examples in this order. That choice depends only on the order and on
+    which examples are usable, never on which unusable ones a caller already knew of, so a query's support
+    is the same whichever process evaluates it, in whatever order (drawing *from the known-good ones* would
+    shift with every broken example found earlier). Draws are uniform with rejection of repeats until half
+    the pool is seen, then the rest is shuffled.
+    """
+    seen: set[int] = set()
+    while len(seen) < pool_size / 2:
+        i = rng.randrange(pool_size)
+        if i not in seen:
+            seen.add(i)
+            yield i
+    rest = [i for i in range(pool_size) if i not in seen]
+    rng.shuffle(rest)
+    yield from rest
+
+
+def sample_support(
+    pool_size: int, shots: int, rng: random.Random, exclude: Collection[int] = ()
+) -> tuple[list[int], bool]:
+    """Random support indices for ``shots`` shots (the first usable ones in :func:`support_order`), and
+    whether they are to be shown text-only."""
+    k, text_only = support_size(shots)
+    usable = pool_size - len({i for i in exclude if 0 <= i < pool_size})
+    if usable < k:
+        raise ValueError(f"{k} support examples needed but the support split has only {usable} usable")
+    return list(islice((i for i in support_order(pool_size, rng) if i not in exclude), k)), text_only

@@ -7,16 +7,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from flamingo_vlm.io import write_text
+
 
 def write_results(output_dir: str | Path, results: Mapping[str, Any], predictions: Iterable[Mapping[str, Any]]) -> Path:
-    """Write both files into ``output_dir`` and return the path of ``results.json``."""
+    """Write both files into ``output_dir`` and return the path of ``results.json``.
+
+    Each file is written whole under a temporary name and renamed, ``results.json`` last: a reader (or a run
+    killed while writing) never sees a partial one.
+    """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "predictions.jsonl", "w", encoding="utf-8") as f:
-        for row in predictions:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions), out / "predictions.jsonl")
     path = out / "results.json"
-    path.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", path)
     return path
 
 

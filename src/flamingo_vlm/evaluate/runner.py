@@ -18,7 +18,7 @@ import logging
 import random
 import statistics
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from flamingo_vlm.evaluate.media_loading import MediaError, load_media
 from flamingo_vlm.evaluate.metrics.vqa import VQA_NORMALIZATIONS, VqaNormalization
-from flamingo_vlm.evaluate.prompting import Prompt, PromptTemplate, build_prompt, sample_support
+from flamingo_vlm.evaluate.prediction_log import PredictionLog, PredictionLogError, Shard, barrier
+from flamingo_vlm.evaluate.prompting import Prompt, PromptTemplate, build_prompt, support_order, support_size
 from flamingo_vlm.evaluate.rices import Rices, RicesFeatureStore, pooled_features
 from flamingo_vlm.evaluate.tasks.base import Example, Prediction, Split, TaskSpec
 from flamingo_vlm.model.generation import default_stop_ids
@@ -78,13 +79,15 @@ class EvalConfig:
 
 @dataclass
 class _Query:
-    """One eval example, its prompt(s) (several when ensembling) and each prompt's decoded media."""
+    """One eval example, its prompt(s) (several when ensembling), each prompt's decoded media, and the support
+    examples passed over as undecodable while choosing its support."""
 
     index: int
     example: Example
     support_ids: list[str]
     prompts: list[Prompt]
     media: list[list[Any]]
+    broken_support: list[int]
 
 
 @dataclass
@@ -99,6 +102,9 @@ class _TaskRun:
     eval_split: Split
     support: Split
     queries: list[Example]
+    data_root: Path
+    eval_split_name: str
+    support_split_name: str
     rices: Rices | None = None
     broken_support: set[int] = field(default_factory=set)
     broken_queries: set[int] = field(default_factory=set)
@@ -106,7 +112,12 @@ class _TaskRun:
 
 
 class Evaluator:
-    """Runs tasks against one model; ``evaluate`` returns the task's results and its prediction rows."""
+    """Runs tasks against one model; ``evaluate`` returns the task's results and its prediction rows.
+
+    Every query's support examples (and ensemble orderings) come from an RNG of its own, seeded by
+    ``(task, shots, seed, query index)``, so a query's prompt never depends on which queries were predicted
+    before it: a run sharded over ranks, or resumed after a kill, prompts every query as one process does.
+    """
 
     def __init__(self, model: torch.nn.Module, processor: FlamingoProcessor, config: EvalConfig) -> None:
         self.model = model.eval()
@@ -114,7 +125,15 @@ class Evaluator:
         self.config = config
         self.device = next(model.parameters()).device
 
-    def evaluate(self, spec: TaskSpec, data_root: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def evaluate(
+        self, spec: TaskSpec, data_root: str | Path, log: PredictionLog | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """Predict and score one task.
+
+        With a ``log``, this rank predicts only its shard's queries that the log does not hold yet, appending
+        each prediction to the log; after every rank is done, rank 0 scores the merged log and the other
+        ranks return None.
+        """
         cfg = self.config
         root = Path(data_root)
         eval_name, support_name = cfg.eval_split or spec.eval_split, cfg.support_split or spec.support_split
@@ -122,41 +141,78 @@ class Evaluator:
         queries = eval_split.examples[: cfg.max_examples]
         if not queries:
             raise ValueError(f"{spec.name}: no usable examples in split {eval_name!r} under {root}")
-        run = _TaskRun(spec, PromptTemplate(cfg.templates.get(spec.name, spec.template)), eval_split, support, queries)
+        template = PromptTemplate(cfg.templates.get(spec.name, spec.template))
+        run = _TaskRun(spec, template, eval_split, support, queries, root, eval_name, support_name)
         if cfg.rices:
             self._init_rices(run)
         if cfg.media_ablation == "shuffle":
             self._init_shuffle(run)
+        upfront_broken = set(run.broken_queries)  # found by every rank alike, before any prediction
 
+        shard = log.shard if log is not None else Shard()
+        done = log.records(spec.name) if log is not None else {}
+        _check_logged(run, done)
+        run.broken_queries |= {i for unit in done.values() for i, r in unit.items() if r.get("broken")}
+        records: dict[tuple[int, int], dict[int, dict[str, Any]]] = {}
+        for shots in cfg.shots:
+            for trial in range(cfg.trials):
+                seed = cfg.seed + trial
+                desc = f"{spec.name} {shots}-shot #{trial}"
+                for record in self._predict(run, shots, seed, shard, done.get((shots, seed), {}), desc):
+                    records.setdefault((shots, seed), {})[record["index"]] = record
+                    if log is not None:
+                        log.append(record)
+        if log is not None:
+            barrier()  # every rank's predictions of this task are in the log
+            if shard.rank != 0:
+                return None
+            records = log.records(spec.name)
+        return self._score(run, records, upfront_broken)
+
+    def _score(
+        self, run: _TaskRun, records: dict[tuple[int, int], dict[int, dict[str, Any]]], upfront_broken: set[int]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Metrics and prediction rows from every query's record, in query order."""
+        cfg, spec, queries = self.config, run.spec, run.queries
         scorer = partial(spec.scorer, normalization=cfg.vqa_normalization) if spec.vqa_scoring else spec.scorer
+        broken_queries, broken_support = set(upfront_broken), set(run.broken_support)
         shot_results, rows = {}, []
         for shots in cfg.shots:
             trials = []
             for trial in range(cfg.trials):
                 seed = cfg.seed + trial
-                rng = random.Random(f"{spec.name}/{shots}/{seed}")
-                predictions = self._predict(run, shots, rng, desc=f"{spec.name} {shots}-shot #{trial}")
-                kept = [(i, p) for i, p in enumerate(predictions) if p is not None]
+                unit = records.get((shots, seed), {})
+                missing = [i for i in range(len(queries)) if i not in unit and i not in broken_queries]
+                if missing:
+                    raise ValueError(
+                        f"{spec.name}: no prediction for {len(missing)} queries at {shots} shots, seed {seed} "
+                        f"(e.g. query {missing[0]}): the prediction log is incomplete"
+                    )
+                broken_queries |= {i for i, r in unit.items() if r.get("broken")}
+                broken_support |= {j for r in unit.values() for j in r["broken_support"]}
+                kept = sorted((i, r) for i, r in unit.items() if not r.get("broken"))
                 if not kept:
                     raise ValueError(f"{spec.name}: no eval example could be decoded")
-                examples, preds = zip(*((queries[i], p) for i, (p, _) in kept))
-                trials.append({"seed": seed, "metrics": scorer(examples, preds, eval_split.candidates or [])})
-                rows += [_prediction_row(run, shots, seed, i, p, ids) for i, (p, ids) in kept]
+                preds = [(i, _prediction(r), r["support_ids"]) for i, r in kept]
+                examples, predictions = [queries[i] for i, _, _ in preds], [p for _, p, _ in preds]
+                metrics = scorer(examples, predictions, run.eval_split.candidates or [])
+                trials.append({"seed": seed, "metrics": metrics})
+                rows += [_prediction_row(run, shots, seed, i, p, ids) for i, p, ids in preds]
             shot_results[str(shots)] = _summarise(trials)
 
-        bad_eval = eval_split.bad + Counter(undecodable_media=len(run.broken_queries))
-        bad_support = support.bad + Counter(undecodable_media=len(run.broken_support))
+        bad_eval = run.eval_split.bad + Counter(undecodable_media=len(broken_queries))
+        bad_support = run.support.bad + Counter(undecodable_media=len(broken_support))
         result = {
             "task": spec.name,
-            "data_root": str(root),
-            "eval_split": eval_name,
-            "support_split": support_name,
+            "data_root": str(run.data_root),
+            "eval_split": run.eval_split_name,
+            "support_split": run.support_split_name,
             "template": run.template.template,
             "mode": spec.mode,
             "media_ablation": cfg.media_ablation,
-            "num_eval_records": eval_split.num_records,
+            "num_eval_records": run.eval_split.num_records,
             "num_queries": len(queries),
-            "num_evaluated": len(queries) - len(run.broken_queries),
+            "num_evaluated": len(queries) - len(broken_queries),
             "bad_inputs": {"eval": dict(bad_eval), "support": dict(bad_support)},
             "shots": shot_results,
         }
@@ -200,79 +256,107 @@ class Evaluator:
     def _load(self, run: _TaskRun, example: Example) -> list[Any]:
         return [load_media(m, run.spec.media, self.processor) for m in example.media]
 
-    def _choose_support(self, run: _TaskRun, index: int, shots: int, rng: random.Random) -> tuple[list[int], bool]:
-        if run.rices is not None and shots > 0:
-            return run.rices.select(index, shots, exclude=run.broken_support), False
-        return sample_support(len(run.support.examples), shots, rng, exclude=run.broken_support)
-
-    def _make_query(self, run: _TaskRun, index: int, shots: int, rng: random.Random) -> _Query | None:
-        """Prompt(s) for eval example ``index`` with decoded media; None when its own media is undecodable.
+    def _make_query(self, run: _TaskRun, index: int, shots: int, seed: int) -> _Query:
+        """Prompt(s) for eval example ``index`` with decoded media; MediaError when its own media is undecodable.
 
         Under the shuffle ablation the query shows its donor's media, decoded the same way (the donors were
-        checked to decode). An undecodable support example is excluded for the rest of the run and the choice
-        redone.
+        checked to decode). A support example found undecodable is passed over (and remembered, so no query
+        decodes it again) for the next one in the query's order.
         """
+        rng = random.Random(f"{run.spec.name}/{shots}/{seed}/{index}")  # this query's own: see the class doc
         query = run.queries[index]
-        try:
-            query_media = self._load(run, run.queries[run.donors.get(index, index)])  # another's when shuffled
-            if run.spec.episodic:
-                support, text_only = self._episode_support(run, query, shots, rng)
-            else:
-                support, text_only = self._pool_support(run, index, shots, rng)
-        except MediaError as err:
-            logger.warning("%s: %s", run.spec.name, err)
-            run.broken_queries.add(index)
-            return None
+        query_media = self._load(run, run.queries[run.donors.get(index, index)])  # another's when shuffled
+        if run.spec.episodic:
+            support, text_only, broken = self._episode_support(run, query, shots, rng), False, []
+        else:
+            support, text_only, broken = self._pool_support(run, index, shots, rng)
         orders = [list(range(len(support)))]
         if run.spec.mode == "rank" and not text_only:
             orders += [rng.sample(orders[0], len(support)) for _ in range(self.config.ensembles - 1)]
         prompts = [build_prompt(run.template, query, [support[i][0] for i in order], text_only) for order in orders]
         media = [[m for i in ([] if text_only else order) for m in support[i][1]] + query_media for order in orders]
-        return _Query(index, query, [example.id for example, _ in support], prompts, media)
+        return _Query(index, query, [example.id for example, _ in support], prompts, media, broken)
 
-    def _pool_support(self, run: _TaskRun, index: int, shots: int, rng: random.Random):
-        """Support drawn from the task's support split, with their decoded media."""
-        while True:
-            chosen, text_only = self._choose_support(run, index, shots, rng)
-            support = []
-            for i in chosen:
-                example = run.support.examples[i]
-                try:
-                    support.append((example, [] if text_only else self._load(run, example)))
-                except MediaError as err:
-                    logger.warning("%s (support): %s", run.spec.name, err)
-                    run.broken_support.add(i)
-            if len(support) == len(chosen):
-                return support, text_only
+    def _pool_support(
+        self, run: _TaskRun, index: int, shots: int, rng: random.Random
+    ) -> tuple[list[tuple[Example, list[Any]]], bool, list[int]]:
+        """Support from the task's support split with their decoded media, whether text-only, and the indices
+        of the support examples passed over as undecodable."""
+        pool, broken = run.support.examples, []
+        if run.rices is not None and shots > 0:
+            while True:  # (the RICES features already exclude every file that failed to decode)
+                chosen = run.rices.select(index, shots, exclude=run.broken_support | set(broken))
+                support = [s for i in chosen if (s := self._support_example(run, i, broken)) is not None]
+                if len(support) == shots:
+                    return support, False, sorted(broken)
+        k, text_only = support_size(shots)
+        support = []
+        for i in support_order(len(pool), rng):
+            if text_only:  # only their text is shown, which an undecodable image does not spoil
+                support.append((pool[i], []))
+            elif (example := self._support_example(run, i, broken)) is not None:
+                support.append(example)
+            if len(support) == k:
+                return support, text_only, sorted(broken)
+        raise ValueError(f"{k} support examples needed but the support split has only {len(support)} usable")
 
-    def _episode_support(self, run: _TaskRun, query: Example, shots: int, rng: random.Random):
-        """The episode's own first ``shots`` support examples, in a per-trial order; 0 shots: none."""
+    def _support_example(self, run: _TaskRun, i: int, broken: list[int]) -> tuple[Example, list[Any]] | None:
+        """Support example ``i`` with its decoded media; None (and ``i`` added to ``broken``) if it does not decode."""
+        example = run.support.examples[i]
+        if i not in run.broken_support:
+            try:
+                return example, self._load(run, example)
+            except MediaError as err:
+                logger.warning("%s (support): %s", run.spec.name, err)
+                run.broken_support.add(i)  # no other query decodes it again
+        broken.append(i)
+        return None
+
+    def _episode_support(
+        self, run: _TaskRun, query: Example, shots: int, rng: random.Random
+    ) -> list[tuple[Example, list[Any]]]:
+        """The episode's own first ``shots`` support examples, in a per-query order; 0 shots: none."""
         if len(query.support) < shots:
             raise ValueError(
                 f"{run.spec.name}: episode {query.id} has {len(query.support)} support examples, "
                 f"fewer than {shots} shots"
             )
         chosen = rng.sample(query.support[:shots], shots)
-        return [(example, self._load(run, example)) for example in chosen], False
+        return [(example, self._load(run, example)) for example in chosen]
 
     # ------------------------------------------------------------------ model calls
 
     @torch.inference_mode()
     def _predict(
-        self, run: _TaskRun, shots: int, rng: random.Random, desc: str
-    ) -> list[tuple[Prediction, list[str]] | None]:
-        """Each query's prediction and the ids of its support examples (None: undecodable query)."""
-        predictions: list[tuple[Prediction, list[str]] | None] = [None] * len(run.queries)
+        self, run: _TaskRun, shots: int, seed: int, shard: Shard, done: Mapping[int, Any], desc: str
+    ) -> Iterator[dict[str, Any]]:
+        """The record of each query of ``shard`` not in ``done``, batch by batch.
+
+        Batches are the fixed blocks of ``batch_size`` consecutive queries (less the undecodable ones): a batch
+        partly in ``done`` is predicted whole again, so that its members are computed with the same padding as
+        in an uninterrupted run, and only its missing records are returned.
+        """
         bs = self.config.batch_size
-        for start in tqdm(range(0, len(run.queries), bs), desc=desc, disable=not self.config.progress, leave=False):
+        starts = [s for b, s in enumerate(range(0, len(run.queries), bs)) if shard.owns(b)]
+        for start in tqdm(starts, desc=desc, disable=not self.config.progress, leave=False):
             indices = [i for i in range(start, min(start + bs, len(run.queries))) if i not in run.broken_queries]
-            batch = [q for i in indices if (q := self._make_query(run, i, shots, rng)) is not None]
+            if all(i in done for i in indices):
+                continue
+            batch = []
+            for i in indices:
+                try:
+                    batch.append(self._make_query(run, i, shots, seed))
+                except MediaError as err:
+                    logger.warning("%s: %s", run.spec.name, err)
+                    run.broken_queries.add(i)
+                    if i not in done:
+                        yield _record(run, shots, seed, i, broken=True)
             if not batch:
                 continue
             outputs = self._generate(run, batch) if run.spec.mode == "generate" else self._rank(run, batch)
             for q, out in zip(batch, outputs):
-                predictions[q.index] = (out, q.support_ids)
-        return predictions
+                if q.index not in done:
+                    yield _record(run, shots, seed, q.index, prediction=out, query=q)
 
     def _inputs(self, prompts: Sequence[Prompt], media: Sequence[list[Any]]) -> dict[str, torch.Tensor]:
         batch = self.processor([p.text for p in prompts], images=list(media), padding_side="left")
@@ -324,6 +408,46 @@ def derangement(n: int, rng: random.Random) -> list[int]:
         order = rng.sample(range(n), n)
         if all(i != j for i, j in enumerate(order)):
             return order
+
+
+def _record(
+    run: _TaskRun,
+    shots: int,
+    seed: int,
+    index: int,
+    prediction: Prediction | None = None,
+    query: _Query | None = None,
+    broken: bool = False,
+) -> dict[str, Any]:
+    """One query's line of the prediction log: its prediction and support, or that its media is undecodable."""
+    record: dict[str, Any] = {"task": run.spec.name, "shots": shots, "seed": seed, "index": index}
+    record["id"] = run.queries[index].id
+    if broken or prediction is None or query is None:
+        return {**record, "broken": True, "broken_support": []}
+    logprobs = None if prediction.candidate_logprobs is None else list(prediction.candidate_logprobs)
+    return {
+        **record,
+        "prediction": prediction.text,
+        "logprobs": logprobs,
+        "support_ids": query.support_ids,
+        "broken_support": query.broken_support,
+    }
+
+
+def _prediction(record: Mapping[str, Any]) -> Prediction:
+    logprobs = record["logprobs"]
+    return Prediction(record["prediction"], None if logprobs is None else tuple(logprobs))
+
+
+def _check_logged(run: _TaskRun, logged: Mapping[tuple[int, int], Mapping[int, Mapping[str, Any]]]) -> None:
+    """Logged predictions must be of this run's queries: the same index holding the same example id."""
+    for unit in logged.values():
+        for index, record in unit.items():
+            if not 0 <= index < len(run.queries) or run.queries[index].id != record.get("id"):
+                raise PredictionLogError(
+                    f"{run.spec.name}: the prediction log holds query {index} as {record.get('id')!r}, but the "
+                    "eval split does not (it changed since those predictions were made); use --overwrite"
+                )
 
 
 def _prediction_row(

@@ -103,17 +103,18 @@ def _split(config_and_overrides: list[str]) -> tuple[str | None, list[str]]:
 def run(args: argparse.Namespace) -> int:
     config, overrides = _split(args.overrides)
     if args.nproc_per_node > 1:
-        return launch_distributed(args.recipe, args.overrides, args.nproc_per_node)
+        return launch_distributed(["run", args.recipe, *args.overrides], args.nproc_per_node)
     return recipe(args.recipe).main(resolve_config(args.recipe, config, overrides))
 
 
-def launch_distributed(name: str, config_and_overrides: list[str], nproc_per_node: int) -> int:
-    """One process per device on this node through torchrun's own launcher (its API, not a subprocess)."""
+def launch_distributed(flamingo_argv: list[str], nproc_per_node: int) -> int:
+    """``flamingo <flamingo_argv>`` as one process per device on this node, through torchrun's own launcher (its
+    API, not a subprocess)."""
     from torch.distributed.run import get_args_parser
     from torch.distributed.run import run as torchrun
 
     torchrun_args = get_args_parser().parse_args(
-        ["--standalone", f"--nproc-per-node={nproc_per_node}", "-m", "flamingo_vlm", "run", name, *config_and_overrides]
+        ["--standalone", f"--nproc-per-node={nproc_per_node}", "-m", "flamingo_vlm", *flamingo_argv]
     )
     torchrun(torchrun_args)  # raises ChildFailedError naming the failed rank
     return 0

@@ -2,15 +2,24 @@
 
 The run is an :class:`EvalRecipeConfig` (a YAML file with ``--config``, ``key=value`` overrides); the flags
 are short spellings of its keys (``--shots 0 4`` is ``eval.shots=[0,4]``), applied last.
+
+It runs on one process or on N (``--nproc-per-node N``, or ``torchrun --nproc_per_node N -m flamingo_vlm eval``;
+gloo on CPU, NCCL on GPUs): each rank predicts its shard of every task's queries into its own log under
+``<output>/prediction_logs/``, and rank 0 merges the logs and writes ``results.json``. The logs make every run
+resumable (``--resume``); see :mod:`flamingo_vlm.evaluate.prediction_log`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from flamingo_vlm.evaluate.metrics.vqa import VQA_NORMALIZATIONS
 from flamingo_vlm.evaluate.runner import EvalConfig
@@ -29,6 +38,8 @@ class EvalRecipeConfig:
     device: str | None = None  # default: cuda if available, else cpu
     lm_dtype: str | None = None  # frozen LM storage dtype (auto/fp32/bf16/fp16); default: the checkpoint's
     device_map: str | None = None  # spread the frozen LM over the GPUs (accelerate: auto, balanced, sequential)
+    resume: bool = False  # continue the predictions logged under output/ (same fingerprint only)
+    overwrite: bool = False  # discard predictions logged under output/ (without either: refused)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
@@ -41,6 +52,8 @@ class EvalRecipeConfig:
         unknown = sorted(set(self.eval.templates) - set(self.tasks))
         if unknown:
             raise ValueError(f"templates given for task(s) {unknown} that are not evaluated ({self.tasks})")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite (--resume/--overwrite) exclude each other")
 
     def roots(self) -> list[Path]:
         """Each task's data directory; ValueError when the run is incomplete."""
@@ -58,31 +71,112 @@ Config = EvalRecipeConfig
 DEFAULT_CONFIG = None
 
 
+LOG_DIR = "prediction_logs"
+
+
+def fingerprint(config: EvalRecipeConfig, roots: list[Path], device_type: str) -> dict[str, Any]:
+    """What must be equal for logged predictions to be reused: the model's content, the data, how it is run.
+
+    Left out: where the output goes, the progress bar, the RICES cache's place, and the number of ranks
+    (predictions do not depend on it).
+    """
+    from flamingo_vlm.evaluate.prediction_log import checkpoint_hash
+    from flamingo_vlm.evaluate.runner import config_dict
+
+    settings = {k: v for k, v in config_dict(config.eval).items() if k not in ("progress", "cache_dir")}
+    return {
+        "model_sha256": checkpoint_hash(config.model),
+        "lm_dtype": config.lm_dtype,
+        "device_map": config.device_map,
+        "device": device_type,
+        "tasks": list(config.tasks),
+        "data_root": [str(r) for r in roots],
+        "eval": settings,
+    }
+
+
 def main(config: EvalRecipeConfig) -> int:
     import torch
 
     from flamingo_vlm import Flamingo, FlamingoProcessor
+    from flamingo_vlm.evaluate.prediction_log import PredictionLog, PredictionLogError, Shard, barrier
     from flamingo_vlm.evaluate.report import markdown_table, write_results
     from flamingo_vlm.evaluate.runner import Evaluator, config_dict
     from flamingo_vlm.evaluate.tasks import get_task
+    from flamingo_vlm.io import write_text
+    from flamingo_vlm.train.distributed import setup, teardown
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    start = time.perf_counter()
     roots = config.roots()
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    env = setup(device, timeout=timedelta(hours=24))  # a resumed rank may wait long for one with more left to do
+    try:
+        if env.world_size > 1 and config.device_map:
+            raise ValueError("device_map spreads one model over the GPUs: use it with one process, not several")
+        log = PredictionLog(
+            Path(config.output) / LOG_DIR,
+            fingerprint(config, roots, env.device.type),
+            Shard(env.rank, env.world_size),
+        )
+        log.check(config.resume, config.overwrite)  # every rank, before rank 0 changes anything
+    except (ValueError, PredictionLogError) as err:
+        print(f"flamingo eval: {err}", file=sys.stderr)
+        teardown()
+        return 2
+    barrier()
+    if env.is_main:
+        log.prepare(config.overwrite)
+    barrier()
+    log.open()
+    logged = sum(len(unit) for name in config.tasks for unit in log.records(name).values())
+
     model = Flamingo.from_pretrained(config.model, lm_dtype=config.lm_dtype, device_map=config.device_map)
-    model = model.place(None if model.lm_spread else device)
+    model = model.place(None if model.lm_spread else env.device)
     evaluator = Evaluator(model, FlamingoProcessor.from_model(model), config.eval)
+    loaded = time.perf_counter()
 
     task_results, predictions = {}, []
     for name, root in zip(config.tasks, roots):
-        result, rows = evaluator.evaluate(get_task(name), root)
-        task_results[name] = result
-        predictions += rows
-    results = {"model": str(config.model), "config": config_dict(config.eval), "tasks": task_results}
-    path = write_results(config.output, results, predictions)
-    print(markdown_table(task_results.values()))
-    print(f"\nwrote {path} and {path.with_name('predictions.jsonl')}")
+        scored = evaluator.evaluate(get_task(name), root, log)
+        if scored is not None:
+            task_results[name], rows = scored
+            predictions += rows
+    log.close()
+    if env.is_main:
+        results = {"model": str(config.model), "config": config_dict(config.eval), "tasks": task_results}
+        path = write_results(config.output, results, predictions)
+        now = time.perf_counter()
+        made = sum(len(unit) for name in config.tasks for unit in log.records(name).values()) - logged
+        timing = {
+            "world_size": env.world_size,
+            "seconds": round(now - start, 3),
+            "load_seconds": round(loaded - start, 3),
+            "eval_seconds": round(now - loaded, 3),
+            "predictions_made": made,
+            "predictions_resumed": logged,
+            "predictions_per_second": round(made / max(now - loaded, 1e-9), 3),
+        }
+        write_text(json.dumps(timing, indent=2) + "\n", Path(config.output) / "timing.json")
+        print(markdown_table(task_results.values()))
+        print(f"\nwrote {path}, {path.with_name('predictions.jsonl')} and {path.with_name('timing.json')}")
+    teardown()
     return 0
+
+
+def launch(config: EvalRecipeConfig, nproc_per_node: int) -> int:
+    """``flamingo eval --nproc-per-node N``: the resolved config, run by N ranks through torchrun's launcher."""
+    import tempfile
+
+    import yaml
+
+    from flamingo_vlm.config import config_to_dict
+    from flamingo_vlm.recipes import launch_distributed
+
+    with tempfile.TemporaryDirectory(prefix="flamingo-eval-") as tmp:
+        path = Path(tmp) / "eval.yaml"
+        path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        return launch_distributed(["eval", "--config", str(path)], nproc_per_node)
 
 
 class _Templates(argparse.Action):
@@ -185,6 +279,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "goes to the LM's first device",
     )
     config_flag(p, "--no-progress", key="eval.progress", action="store_const", const=False)
+    config_flag(
+        p,
+        "--resume",
+        key="resume",
+        action="store_const",
+        const=True,
+        help="continue the predictions logged under --output by a killed or stopped run with the same model, data "
+        "and settings (refused if they differ); without logs, start afresh",
+    )
+    config_flag(
+        p,
+        "--overwrite",
+        key="overwrite",
+        action="store_const",
+        const=True,
+        help="discard the predictions logged under --output (without --resume or --overwrite they are refused)",
+    )
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=1,
+        help="evaluate with N processes on this node (torchrun; one per GPU, gloo on CPU): queries are sharded",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EvalRecipeConfig:
@@ -200,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"flamingo eval: {err}", file=sys.stderr)
         return 2
+    if args.nproc_per_node > 1:
+        return launch(config, args.nproc_per_node)
     return main(config)
 
 

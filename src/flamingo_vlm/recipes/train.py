@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     overrides = args.overrides + (["resume=true"] if args.resume else [])
     if args.nproc_per_node > 1:
-        return launch_distributed("train", [args.config, *overrides], args.nproc_per_node)
+        return launch_distributed(["run", "train", args.config, *overrides], args.nproc_per_node)
     return main(resolve_config("train", args.config, overrides))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -40,8 +41,9 @@ class DistributedEnv:
         return self.rank == 0
 
 
-def setup(device: str = "auto") -> DistributedEnv:
-    """Join the torchrun process group if there is one (NCCL on GPU, gloo on CPU)."""
+def setup(device: str = "auto", timeout: timedelta | None = None) -> DistributedEnv:
+    """Join the torchrun process group if there is one (NCCL on GPU, gloo on CPU); ``timeout`` bounds each
+    collective (default: torch's)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
@@ -51,7 +53,7 @@ def setup(device: str = "auto") -> DistributedEnv:
         target = torch.device("cuda", local_rank)
         torch.cuda.set_device(target)
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo", timeout=timeout)
     return DistributedEnv(rank, world_size, local_rank, target)
 
 
