@@ -42,6 +42,7 @@ from flamingo_vlm.world.scene import (
 )
 from flamingo_vlm.world.seeding import stream
 from flamingo_vlm.world.text import text_binding_probes
+from flamingo_vlm.world.video_benchmarks import VIDEO_BENCHMARKS
 
 VQA_ANSWERS_PER_QUESTION = 10
 VQA_QUESTIONS_PER_IMAGE = 2
@@ -206,4 +207,5 @@ BENCHMARKS: dict[str, tuple[BenchmarkWriter, tuple[str, ...]]] = {
     "shapesworld_attribute": (write_attribute, ("test",)),
     "shapesworld_binding": (write_binding, ("test",)),
     "text_binding": (write_text_binding, ("test",)),
+    **VIDEO_BENCHMARKS,  # vatex, youcook2, ivqa, nextqa
 }
