@@ -356,6 +356,10 @@ class Recipe:
     # ------------------------------------------------------------------ all of it
 
     def run(self) -> dict[str, Any]:
+        if "nextqa" in self.config.tasks:
+            from flamingo_vlm.evaluate.metrics.wups import load_wordnet
+
+            load_wordnet()  # NExT-QA's WUPS reads WordNet from disk: say it is missing now, not after training
         self.out.mkdir(parents=True, exist_ok=True)
         self.stage("world", self.world)
         if self.config.lm.pretrained is None:
