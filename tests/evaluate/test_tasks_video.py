@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from flamingo_vlm.evaluate.tasks import get_task
-from flamingo_vlm.evaluate.tasks.vatex import parse_video_id, read_vatex
-from flamingo_vlm.evaluate.tasks.youcook2 import read_youcook2
 from flamingo_vlm.evaluate.tasks.ivqa import read_ivqa
 from flamingo_vlm.evaluate.tasks.nextqa import read_nextqa
+from flamingo_vlm.evaluate.tasks.vatex import parse_video_id, read_vatex
+from flamingo_vlm.evaluate.tasks.youcook2 import read_youcook2
 from flamingo_vlm.video import read_video_frames, split_time_fragment, write_video
 
 
@@ -93,15 +93,31 @@ def test_youcook2_reads_segments_of_its_subset(tmp_path) -> None:
                 {"id": 4, "sentence": "no segment"},
             ],
         },
-        "vidB": {"subset": "validation", "recipe_type": 201, "annotations": [{"segment": [1, 3], "id": 0, "sentence": "stir"}]},
-        "vidT": {"subset": "training", "recipe_type": "113", "annotations": [{"segment": [0, 1], "id": 0, "sentence": "cut"}]},
-        "vidC": {"subset": "validation", "recipe_type": "113", "annotations": [{"segment": [0, 1], "id": 0, "sentence": "x"}]},
+        "vidB": {
+            "subset": "validation",
+            "recipe_type": 201,
+            "annotations": [{"segment": [1, 3], "id": 0, "sentence": "stir"}],
+        },
+        "vidT": {
+            "subset": "training",
+            "recipe_type": "113",
+            "annotations": [{"segment": [0, 1], "id": 0, "sentence": "cut"}],
+        },
+        "vidC": {
+            "subset": "validation",
+            "recipe_type": "113",
+            "annotations": [{"segment": [0, 1], "id": 0, "sentence": "x"}],
+        },
         "bad": {"subset": "validation"},  # an entry without annotations
     }
     (tmp_path / "youcookii_annotations_trainval.json").write_text(json.dumps({"database": database}))
     split = read_youcook2(tmp_path, "val")
     assert [e.id for e in split.examples] == ["vidA_0", "vidA_1", "vidB_0"]
-    assert [e.media[0].rsplit("/", 1)[1] for e in split.examples] == ["vidA.mp4#t=0,2", "vidA.mp4#t=3,6", "vidB.mkv#t=1,3"]
+    assert [e.media[0].rsplit("/", 1)[1] for e in split.examples] == [
+        "vidA.mp4#t=0,2",
+        "vidA.mp4#t=3,6",
+        "vidB.mkv#t=1,3",
+    ]
     assert split.examples[1].references == ("put the slices together",)
     assert split.bad == {"malformed_record": 4, "missing_media": 1}
     assert [e.id for e in read_youcook2(tmp_path, "train").examples] == ["vidT_0"]

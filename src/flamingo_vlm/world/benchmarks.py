@@ -11,6 +11,8 @@ directory (task)    stands in for          content
 ``hateful_memes``   HatefulMemes           label 1 = the written sentence is false of the picture
 ``imagenet``        ImageNet folder tree   30 classes "{colour} {shape}"
 ``msrvttqa``        MSRVTT-QA              direction of motion of a moving shape
+``vatex`` …         VATEX, YouCook2,       captions of / questions on moving-shape clips, cut from longer videos
+``nextqa``          iVQA, NExT-QA          where the benchmark annotates segments (see :mod:`.video_benchmarks`)
 ``shapesworld_attribute`` / ``shapesworld_binding``  episodic (see :mod:`.episodes`)
 ``text_binding``    —                      text-only binding probes for the LM go/no-go check
 ==================  =====================  =========================================================

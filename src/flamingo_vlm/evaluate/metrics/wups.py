@@ -69,7 +69,9 @@ def _prepared_root(source: Path, cache: Path) -> Path:
         if not target.exists() or target.stat().st_nlink > 1:
             target.unlink(missing_ok=True)
             shutil.copyfile(source / name, target)
-    (cache / "lexnames").write_text("".join(f"{i:02d}\t{entry.replace(' ', chr(9))}\n" for i, entry in enumerate(_LEXNAMES)))
+    (cache / "lexnames").write_text(
+        "".join(f"{i:02d}\t{entry.replace(' ', chr(9))}\n" for i, entry in enumerate(_LEXNAMES))
+    )
     return cache
 
 
@@ -85,6 +87,7 @@ def load_wordnet(root: str | None = None) -> Any:
     for allowed in {str(source), str(prepared.resolve())}:  # nltk reads corpora only under nltk.data.path
         if allowed not in nltk.data.path:
             nltk.data.path.append(allowed)
+
     class EnglishWordNet(WordNetCorpusReader):
         def map_wn(self, version: str = "wordnet") -> None:
             """No mapping to nltk's downloadable ``wordnet``: it only serves the multilingual wordnets."""
@@ -121,6 +124,4 @@ def wups(prediction: Sequence[str], reference: Sequence[str], threshold: float, 
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"the WUPS threshold must lie in [0, 1], got {threshold}")
     wordnet = wordnet if wordnet is not None else load_wordnet()
-    return min(
-        _one_way(prediction, reference, threshold, wordnet), _one_way(reference, prediction, threshold, wordnet)
-    )
+    return min(_one_way(prediction, reference, threshold, wordnet), _one_way(reference, prediction, threshold, wordnet))

@@ -24,8 +24,8 @@ from flamingo_vlm.evaluate.tasks.ivqa import read_ivqa, score_ivqa
 from flamingo_vlm.evaluate.tasks.nextqa import read_nextqa, score_nextqa
 from flamingo_vlm.evaluate.tasks.vatex import read_vatex
 from flamingo_vlm.evaluate.tasks.video_qa import read_video_qa, score_video_qa
-from flamingo_vlm.evaluate.tasks.youcook2 import read_youcook2
 from flamingo_vlm.evaluate.tasks.vqa import read_textvqa, read_vizwiz, read_vqa_format, score_vqa
+from flamingo_vlm.evaluate.tasks.youcook2 import read_youcook2
 
 _COCO_IMAGES = "{split}2014/COCO_{split}2014_{image_id:012d}.jpg"
 
@@ -99,10 +99,14 @@ TASKS: dict[str, TaskSpec] = {
         _video_qa("msvdqa", "videos/{name}.avi"),
         _video_qa("msrvttqa", "videos/video{video_id}.mp4"),
         # Video captioning of (cut) clips, and open-ended video QA with their own metrics.
-        TaskSpec("vatex", read_vatex, CAPTION_TEMPLATE, "generate", score_captions, "public_test", "train", "video", 20),
+        TaskSpec(
+            "vatex", read_vatex, CAPTION_TEMPLATE, "generate", score_captions, "public_test", "train", "video", 20
+        ),
         TaskSpec("youcook2", read_youcook2, CAPTION_TEMPLATE, "generate", score_captions, "val", "train", "video", 20),
         TaskSpec("ivqa", read_ivqa, OPEN_ENDED_TEMPLATE_VQA, "generate", score_ivqa, "test", "train", "video", 5),
-        TaskSpec("nextqa", read_nextqa, OPEN_ENDED_TEMPLATE_VQA, "generate", score_nextqa, "test", "train", "video", 10),
+        TaskSpec(
+            "nextqa", read_nextqa, OPEN_ENDED_TEMPLATE_VQA, "generate", score_nextqa, "test", "train", "video", 10
+        ),
         # ShapesWorld's in-context tasks: which attribute to name (Attribute) or which invented word
         # means what (Binding) is given only by each query's own support examples.
         TaskSpec(

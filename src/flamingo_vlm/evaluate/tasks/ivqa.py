@@ -40,7 +40,9 @@ def _example(row: dict[str, str | None], index: int, root: Path, videos: str) ->
     video = with_time_fragment(str(root / videos.format(video_id=video_id)), start, end)
     # The most common answer is the one a support example shows (ties: the first annotator's).
     answer = max(answers, key=answers.count)
-    return Example(id=f"{video_id}:{index}", media=(video,), fields={"question": question}, answer=answer, references=answers)
+    return Example(
+        id=f"{video_id}:{index}", media=(video,), fields={"question": question}, answer=answer, references=answers
+    )
 
 
 def read_ivqa(root: Path, split: str, videos: str = "video/{video_id}.mp4") -> Split:

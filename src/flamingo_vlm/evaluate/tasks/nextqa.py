@@ -27,8 +27,7 @@ from flamingo_vlm.evaluate.tasks.csv_records import read_csv_records
 REQUIRED_COLUMNS = ("video", "question", "answer", "qid", "type")
 EXACT_MATCH_TYPES = frozenset({"DC", "DB"})  # descriptive counting and binary questions
 STOP_WORDS = frozenset(
-    "a an the is are was were be been being am do does did to of and or it its his her their them they he she "
-    "s".split()
+    "a an the is are was were be been being am do does did to of and or it its his her their them they he she s".split()
 )
 _WORD = re.compile(r"[a-z0-9]+")
 

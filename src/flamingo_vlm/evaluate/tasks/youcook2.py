@@ -63,5 +63,5 @@ def read_youcook2(root: Path, split: str) -> Split:
             checker.bad["malformed_record"] += len(entry["annotations"])
             continue
         for annotation in entry["annotations"]:
-            checker.add(lambda a=annotation: _segment(a, video, youtube_id))
+            checker.add(lambda a=annotation, v=video, y=youtube_id: _segment(a, v, y))
     return checker.split()
