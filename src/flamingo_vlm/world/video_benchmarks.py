@@ -126,8 +126,10 @@ def write_nextqa(root: Path, seed: int, sizes: dict[str, int], config: RenderCon
         rng = stream(seed, "eval", "nextqa", split)
         rows = []
         for i in range(num):
-            video = str(4_000_000_000 + (0 if split == "test" else 1_000_000) + i)
-            paths[video] = f"{i // 1000:04d}/{video}"
+            video = str(rng.randrange(10**9, 10**10))  # NExT-QA's ids are 10-digit numbers (Flickr's)
+            while video in paths:
+                video = str(rng.randrange(10**9, 10**10))
+            paths[video] = f"{len(paths) // 1000:04d}/{video}"
             clip = _short_clip(rng, config)
             _write_joined(root / "NExTVideo" / f"{paths[video]}.mp4", [clip], config)
             if rng.random() < 0.25:
