@@ -75,3 +75,9 @@ def test_nextqa_scoring_lemmatises_and_matches_counts_exactly(wordnet) -> None:
     scores = score_nextqa(examples, [Prediction("cat"), Prediction("two")], [])
     assert scores["wups0"] == pytest.approx(100 * (24 / 28 + 1) / 2)
     assert scores["wups9"] == pytest.approx(100 * (0.1 * 24 / 28 + 1) / 2)
+
+
+def test_missing_wordnet_names_the_package_to_install(tmp_path) -> None:
+    (tmp_path / "data.noun").write_text("")  # a partial database is no database
+    with pytest.raises(ValueError, match=r"missing index\.noun.*apt-get install wordnet-base"):
+        load_wordnet(str(tmp_path))

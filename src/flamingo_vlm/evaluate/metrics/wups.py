@@ -64,14 +64,18 @@ def _prepared_root(source: Path, cache: Path) -> Path:
     if (source / "lexnames").is_file():
         return source
     cache.mkdir(parents=True, exist_ok=True)
-    for name in _DATABASE_FILES:
+    lexnames = "".join(f"{i:02d}\t{entry.replace(' ', chr(9))}\n" for i, entry in enumerate(_LEXNAMES))
+    for name in _DATABASE_FILES + ("lexnames",):
         target = cache / name
-        if not target.exists() or target.stat().st_nlink > 1:
-            target.unlink(missing_ok=True)
-            shutil.copyfile(source / name, target)
-    (cache / "lexnames").write_text(
-        "".join(f"{i:02d}\t{entry.replace(' ', chr(9))}\n" for i, entry in enumerate(_LEXNAMES))
-    )
+        if target.is_file() and target.stat().st_nlink == 1:
+            continue
+        # Written under a private name, then renamed: processes preparing the cache at once never read half a file.
+        partial = cache / f".{name}.{os.getpid()}"
+        if name == "lexnames":
+            partial.write_text(lexnames)
+        else:
+            shutil.copyfile(source / name, partial)
+        os.replace(partial, target)
     return cache
 
 
