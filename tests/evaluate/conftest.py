@@ -151,9 +151,18 @@ def write_episodic(root: Path, task: str, counts: dict[str, int]) -> None:
         write_episodes(root, split, task, [make(rng, config, 4) for _ in range(n)], config)
 
 
+def write_world_video_set(root: Path, task: str, counts: dict[str, int]) -> None:
+    """VATEX / YouCook2 / iVQA / NExT-QA files as ShapesWorld writes them (the published layouts)."""
+    from flamingo_vlm.world.scene import RenderConfig
+    from flamingo_vlm.world.video_benchmarks import VIDEO_BENCHMARKS
+
+    VIDEO_BENCHMARKS[task][0](root, 0, counts, RenderConfig(image_size=24))
+
+
 def write_benchmark(task: str, root: Path, n_train: int = 6, n_eval: int = 4) -> Path:
     """Write benchmark ``task`` under ``root`` with the task's default support and eval split names."""
     from flamingo_vlm.evaluate.tasks import get_task
+    from flamingo_vlm.world.video_benchmarks import VIDEO_BENCHMARKS
 
     spec = get_task(task)
     counts = {spec.support_split: n_train, spec.eval_split: n_eval}
@@ -170,6 +179,7 @@ def write_benchmark(task: str, root: Path, n_train: int = 6, n_eval: int = 4) ->
         "msrvttqa": lambda: write_video_qa(root, "msrvttqa", counts),
         "shapesworld_attribute": lambda: write_episodic(root, task, {spec.eval_split: n_eval}),
         "shapesworld_binding": lambda: write_episodic(root, task, {spec.eval_split: n_eval}),
+        **{name: (lambda name=name: write_world_video_set(root, name, counts)) for name in VIDEO_BENCHMARKS},
     }
     root.mkdir(parents=True, exist_ok=True)
     writers[task]()

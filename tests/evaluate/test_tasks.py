@@ -9,6 +9,7 @@ import pytest
 
 from flamingo_vlm.evaluate.tasks import TASKS, Example, Prediction, get_task
 from flamingo_vlm.evaluate.tasks.episodic import episode_record, read_episodes, write_episodes_file
+from flamingo_vlm.video import split_time_fragment
 
 POOLED = sorted(name for name, spec in TASKS.items() if not spec.episodic)
 EPISODIC = sorted(name for name, spec in TASKS.items() if spec.episodic)
@@ -22,7 +23,7 @@ def test_reader_reads_published_layout(task: str, benchmark_writer) -> None:
     assert (len(train.examples), len(val.examples)) == (6, 3)
     assert not train.bad and not val.bad
     for ex in train.examples + val.examples:
-        assert len(ex.media) == 1 and Path(ex.media[0]).is_file()
+        assert len(ex.media) == 1 and Path(split_time_fragment(ex.media[0])[0]).is_file()  # a clip may be cut
         assert ex.answer and ex.references
     if spec.mode == "rank":
         assert val.candidates and all(0 <= ex.label < len(val.candidates) for ex in val.examples)

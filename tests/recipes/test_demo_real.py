@@ -37,6 +37,7 @@ def test_tiny_recipe_on_real_parts(tmp_path, smollm2_2layer_dir):
             "train.data.datasets.0.start_step=1",
             "train.data.datasets.2.start_step=1",
             *(f"train.data.datasets.{i}.batch_size={batch[name]}" for i, name in enumerate(("web", "pairs", "videos"))),
+            *(f"task_eval.{task}.{key}" for task in tiny.task_eval for key in ("shots=[0,2]", "max_examples=4")),
         ],
     )
     out = tmp_path / "demo"

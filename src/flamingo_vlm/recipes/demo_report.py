@@ -16,6 +16,10 @@ HEADLINE = {
     "coco": "cider",
     "shapesworld_attribute": "top1",
     "shapesworld_binding": "top1",
+    "vatex": "cider",
+    "youcook2": "cider",
+    "ivqa": "ivqa_accuracy",
+    "nextqa": "wups0",
 }
 BASELINE_STAGES = {"blind": "eval_blind", "shuffled": "eval_shuffled"}  # the recipe's media-ablation runs
 

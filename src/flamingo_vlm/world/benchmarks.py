@@ -11,6 +11,8 @@ directory (task)    stands in for          content
 ``hateful_memes``   HatefulMemes           label 1 = the written sentence is false of the picture
 ``imagenet``        ImageNet folder tree   30 classes "{colour} {shape}"
 ``msrvttqa``        MSRVTT-QA              direction of motion of a moving shape
+``vatex`` …         VATEX, YouCook2,       captions of / questions on moving-shape clips, cut from longer videos
+``nextqa``          iVQA, NExT-QA          where the benchmark annotates segments (see :mod:`.video_benchmarks`)
 ``shapesworld_attribute`` / ``shapesworld_binding``  episodic (see :mod:`.episodes`)
 ``text_binding``    —                      text-only binding probes for the LM go/no-go check
 ==================  =====================  =========================================================
@@ -42,6 +44,7 @@ from flamingo_vlm.world.scene import (
 )
 from flamingo_vlm.world.seeding import stream
 from flamingo_vlm.world.text import text_binding_probes
+from flamingo_vlm.world.video_benchmarks import VIDEO_BENCHMARKS
 
 VQA_ANSWERS_PER_QUESTION = 10
 VQA_QUESTIONS_PER_IMAGE = 2
@@ -206,4 +209,5 @@ BENCHMARKS: dict[str, tuple[BenchmarkWriter, tuple[str, ...]]] = {
     "shapesworld_attribute": (write_attribute, ("test",)),
     "shapesworld_binding": (write_binding, ("test",)),
     "text_binding": (write_text_binding, ("test",)),
+    **VIDEO_BENCHMARKS,  # vatex, youcook2, ivqa, nextqa
 }

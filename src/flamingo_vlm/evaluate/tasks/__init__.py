@@ -20,8 +20,12 @@ from flamingo_vlm.evaluate.tasks.captioning import read_karpathy, score_captions
 from flamingo_vlm.evaluate.tasks.classification import read_image_folder, score_classification
 from flamingo_vlm.evaluate.tasks.episodic import read_episodic, score_episodic
 from flamingo_vlm.evaluate.tasks.hateful_memes import HATEFUL_MEMES_TEMPLATE, read_hateful_memes, score_hateful_memes
+from flamingo_vlm.evaluate.tasks.ivqa import read_ivqa, score_ivqa
+from flamingo_vlm.evaluate.tasks.nextqa import read_nextqa, score_nextqa
+from flamingo_vlm.evaluate.tasks.vatex import read_vatex
 from flamingo_vlm.evaluate.tasks.video_qa import read_video_qa, score_video_qa
 from flamingo_vlm.evaluate.tasks.vqa import read_textvqa, read_vizwiz, read_vqa_format, score_vqa
+from flamingo_vlm.evaluate.tasks.youcook2 import read_youcook2
 
 _COCO_IMAGES = "{split}2014/COCO_{split}2014_{image_id:012d}.jpg"
 
@@ -94,6 +98,15 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("imagenet", read_image_folder, CAPTION_TEMPLATE, "rank", score_classification, "val", "train"),
         _video_qa("msvdqa", "videos/{name}.avi"),
         _video_qa("msrvttqa", "videos/video{video_id}.mp4"),
+        # Video captioning of (cut) clips, and open-ended video QA with their own metrics.
+        TaskSpec(
+            "vatex", read_vatex, CAPTION_TEMPLATE, "generate", score_captions, "public_test", "train", "video", 20
+        ),
+        TaskSpec("youcook2", read_youcook2, CAPTION_TEMPLATE, "generate", score_captions, "val", "train", "video", 20),
+        TaskSpec("ivqa", read_ivqa, OPEN_ENDED_TEMPLATE_VQA, "generate", score_ivqa, "test", "train", "video", 5),
+        TaskSpec(
+            "nextqa", read_nextqa, OPEN_ENDED_TEMPLATE_VQA, "generate", score_nextqa, "test", "train", "video", 10
+        ),
         # ShapesWorld's in-context tasks: which attribute to name (Attribute) or which invented word
         # means what (Binding) is given only by each query's own support examples.
         TaskSpec(

@@ -1,0 +1,26 @@
+"""A demo preset's per-task ``task_eval`` entries override the shots and query count of those tasks only."""
+
+from flamingo_vlm.evaluate.runner import EvalConfig
+from flamingo_vlm.recipes.demo import DemoConfig, Recipe, TaskEval, load_demo_config
+
+
+def test_task_eval_overrides_only_its_task(tmp_path) -> None:
+    config = DemoConfig(
+        eval=EvalConfig(shots=(0, 4, 8), max_examples=50),
+        caption_shots=(0, 4),
+        task_eval={"vatex": TaskEval(shots=(4,), max_examples=8), "ivqa": TaskEval(max_examples=3)},
+    )
+    recipe = Recipe(tmp_path, config)
+    assert (recipe.task_shots("vatex"), recipe.task_max_examples("vatex")) == ((4,), 8)
+    assert (recipe.task_shots("ivqa"), recipe.task_max_examples("ivqa")) == ((0, 4, 8), 3)
+    assert (recipe.task_shots("coco"), recipe.task_max_examples("coco")) == ((0, 4), 50)
+    assert (recipe.task_shots("vqav2"), recipe.task_max_examples("vqav2")) == ((0, 4, 8), 50)
+
+
+def test_presets_keep_the_video_sets_small() -> None:
+    """The quick presets evaluate each video captioning / QA set on one batch at one shot count."""
+    for preset in ("quick", "smollm-quick"):
+        task_eval = load_demo_config(preset).task_eval
+        assert {t: (e.shots, e.max_examples) for t, e in task_eval.items()} == {
+            t: ((4,), 8) for t in ("vatex", "youcook2", "ivqa", "nextqa")
+        }
