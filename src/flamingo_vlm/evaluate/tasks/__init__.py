@@ -20,7 +20,10 @@ from flamingo_vlm.evaluate.tasks.captioning import read_karpathy, score_captions
 from flamingo_vlm.evaluate.tasks.classification import read_image_folder, score_classification
 from flamingo_vlm.evaluate.tasks.episodic import read_episodic, score_episodic
 from flamingo_vlm.evaluate.tasks.hateful_memes import HATEFUL_MEMES_TEMPLATE, read_hateful_memes, score_hateful_memes
+from flamingo_vlm.evaluate.tasks.rareact import read_rareact, score_rareact
+from flamingo_vlm.evaluate.tasks.star import read_star, score_star
 from flamingo_vlm.evaluate.tasks.video_qa import read_video_qa, score_video_qa
+from flamingo_vlm.evaluate.tasks.visdial import VISDIAL_TEMPLATE, read_visdial, score_visdial
 from flamingo_vlm.evaluate.tasks.vqa import read_textvqa, read_vizwiz, read_vqa_format, score_vqa
 
 _COCO_IMAGES = "{split}2014/COCO_{split}2014_{image_id:012d}.jpg"
@@ -94,6 +97,22 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("imagenet", read_image_folder, CAPTION_TEMPLATE, "rank", score_classification, "val", "train"),
         _video_qa("msvdqa", "videos/{name}.avi"),
         _video_qa("msrvttqa", "videos/video{video_id}.mp4"),
+        # Ranking benchmarks: each query ranks its own candidates (STAR's 4 choices, VisDial's 100 options,
+        # RareAct's actions); RareAct is zero-shot, each query alone (episodic, with no support).
+        TaskSpec("star", read_star, OPEN_ENDED_TEMPLATE_VQA, "rank", score_star, "val", "train", "video"),
+        TaskSpec("visdial", read_visdial, VISDIAL_TEMPLATE, "rank", score_visdial, "val", "train"),
+        TaskSpec(
+            "rareact",
+            read_rareact,
+            CAPTION_TEMPLATE,
+            "rank",
+            score_rareact,
+            "test",
+            "test",
+            "video",
+            episodic=True,
+            zero_shot_only=True,
+        ),
         # ShapesWorld's in-context tasks: which attribute to name (Attribute) or which invented word
         # means what (Binding) is given only by each query's own support examples.
         TaskSpec(
