@@ -64,6 +64,8 @@ def _row_example(row: dict[str, str], root: Path, all_actions: tuple[str, ...]) 
     if label not in RAREACT_LABELS:
         raise ValueError(f"annotation {label} is not one of {RAREACT_LABELS}")
     start, end = float(row["start"]), float(row["end"])
+    if not 0 <= start < end:
+        raise ValueError(f"start/end: need 0 <= start < end seconds, got {start}, {end}")
     own = action_text(verb, noun)
     candidates = all_actions if label == POSITIVE else (own,)
     return Example(

@@ -45,6 +45,8 @@ def _star_example(record: dict, root: Path, videos: str) -> Example:
     if answer not in texts:
         raise ValueError(f"answer {answer!r} is not among the choices")
     start, end = float(record["start"]), float(record["end"])
+    if not 0 <= start < end:
+        raise ValueError(f"start/end: need 0 <= start < end seconds, got {start}, {end}")
     video = with_time_fragment(str(root / videos.format(video_id=record["video_id"])), start, end)
     return Example(
         id=str(record["question_id"]),
