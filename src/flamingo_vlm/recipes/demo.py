@@ -43,7 +43,18 @@ from flamingo_vlm.world.scene import RenderConfig
 
 logger = logging.getLogger(__name__)
 
-EVAL_TASKS = ("vqav2", "msrvttqa", "hateful_memes", "imagenet", "coco", "shapesworld_attribute", "shapesworld_binding")
+EVAL_TASKS = (
+    "vqav2",
+    "msrvttqa",
+    "hateful_memes",
+    "imagenet",
+    "coco",
+    "shapesworld_attribute",
+    "shapesworld_binding",
+    "star",
+    "visdial",
+    "rareact",
+)
 
 
 @dataclass
@@ -80,6 +91,7 @@ class DemoConfig:
     tasks: tuple[str, ...] = EVAL_TASKS
     eval: EvalConfig = field(default_factory=EvalConfig)
     caption_shots: tuple[int, ...] | None = None  # COCO's shot counts, if not eval.shots
+    max_examples_by_task: dict[str, int] = field(default_factory=dict)  # per-task eval.max_examples
     targets: Targets = field(default_factory=Targets)
 
 
@@ -287,9 +299,11 @@ class Recipe:
         results = {}
         for task in c.tasks:
             shots = c.caption_shots if task == "coco" and c.caption_shots else c.eval.shots
+            shots = (0,) if get_task(task).zero_shot_only else shots  # RareAct: zero-shot by definition
             config = replace(
                 c.eval,
                 shots=shots,
+                max_examples=c.max_examples_by_task.get(task, c.eval.max_examples),
                 seed=c.seed,
                 media_ablation=media_ablation,
                 progress=self.progress,
@@ -312,8 +326,9 @@ class Recipe:
     def chance(self) -> dict[str, Any]:
         from flamingo_vlm.evaluate.baselines import chance_baseline
 
-        root, limit = self.out / "world" / "eval", self.config.eval.max_examples
-        return {"tasks": {task: chance_baseline(task, root / task, limit) for task in self.config.tasks}}
+        root, c = self.out / "world" / "eval", self.config
+        limits = {task: c.max_examples_by_task.get(task, c.eval.max_examples) for task in c.tasks}
+        return {"tasks": {task: chance_baseline(task, root / task, limits[task]) for task in c.tasks}}
 
     # ------------------------------------------------------------------ all of it
 

@@ -16,6 +16,9 @@ HEADLINE = {
     "coco": "cider",
     "shapesworld_attribute": "top1",
     "shapesworld_binding": "top1",
+    "star": "accuracy",
+    "visdial": "ndcg",
+    "rareact": "mwap",
 }
 BASELINE_STAGES = {"blind": "eval_blind", "shuffled": "eval_shuffled"}  # the recipe's media-ablation runs
 
