@@ -27,7 +27,7 @@ from pathlib import Path
 from flamingo_vlm.video import write_video
 from flamingo_vlm.world.language import captions, questions
 from flamingo_vlm.world.motion import DIRECTIONS, Clip, random_clip, render_clip
-from flamingo_vlm.world.scene import COLOURS, SHAPES, RenderConfig, encode_image, random_scene, render_scene
+from flamingo_vlm.world.scene import COLOURS, POSITIONS, SHAPES, RenderConfig, encode_image, random_scene, render_scene
 from flamingo_vlm.world.seeding import stream
 
 VISDIAL_ROUNDS = 3
@@ -107,7 +107,9 @@ def write_visdial(root: Path, seed: int, sizes: dict[str, int], config: RenderCo
             asked = questions(scene, min(VISDIAL_ROUNDS, num - len(rounds)), rng)
             rounds += [(image_id, k + 1, q) for k, q in enumerate(asked)]
             dialogs.append({"image_id": image_id, "caption": captions(scene, 1, rng)[0], "dialog": asked})
-        answers = sorted({q.answer for _, _, q in rounds} | set(COLOURS) | set(SHAPES) | {"yes", "no"})
+        # The world's answer vocabulary, so that every round has VISDIAL_OPTIONS distinct options.
+        vocabulary = {*COLOURS, *SHAPES, *POSITIONS, "yes", "no", *map(str, range(6))}
+        answers = sorted({q.answer for _, _, q in rounds} | vocabulary)
         kind = {}
         for _, _, q in rounds:
             kind.setdefault(q.answer, q.question_type)
