@@ -141,3 +141,14 @@ def test_cached_ranking_equals_naive_over_100_candidates(tiny_flamingo_dir) -> N
     naive = candidate_logprobs(model, inputs, candidates, cached=False, candidate_batch_size=32)
     assert cached.shape == (100,) and torch.isfinite(cached).all()
     torch.testing.assert_close(cached, naive, atol=1e-4, rtol=1e-5)
+
+
+def test_chance_of_a_ranking_task_is_its_metric_under_random_scores(tmp_path) -> None:
+    from flamingo_vlm.evaluate.baselines import chance_baseline, random_ranking
+
+    write_star(tmp_path / "star", {"val": 8})
+    examples = read_star(tmp_path / "star", "val").examples
+    assert random_ranking(get_task("star"), examples, [], draws=400)["accuracy"] == pytest.approx(25.0, abs=4.0)
+    write_visdial(tmp_path / "visdial", {"val": 4})
+    chance = chance_baseline("visdial", tmp_path / "visdial")
+    assert list(chance) == ["ndcg", "mrr", "r@1", "r@5", "r@10", "mean_rank"] and chance["r@5"] == 100.0  # 5 options

@@ -91,6 +91,7 @@ class DemoConfig:
     tasks: tuple[str, ...] = EVAL_TASKS
     eval: EvalConfig = field(default_factory=EvalConfig)
     caption_shots: tuple[int, ...] | None = None  # COCO's shot counts, if not eval.shots
+    shots_by_task: dict[str, tuple[int, ...]] = field(default_factory=dict)  # per-task eval.shots
     max_examples_by_task: dict[str, int] = field(default_factory=dict)  # per-task eval.max_examples
     targets: Targets = field(default_factory=Targets)
 
@@ -298,8 +299,8 @@ class Recipe:
         processor = FlamingoProcessor.from_model(model)
         results = {}
         for task in c.tasks:
-            shots = c.caption_shots if task == "coco" and c.caption_shots else c.eval.shots
-            shots = (0,) if get_task(task).zero_shot_only else shots  # RareAct: zero-shot by definition
+            shots = c.caption_shots if task == "coco" and c.caption_shots else c.shots_by_task.get(task, c.eval.shots)
+            shots = (0,) if get_task(task).zero_shot_only else tuple(shots)  # RareAct: zero-shot by definition
             config = replace(
                 c.eval,
                 shots=shots,
