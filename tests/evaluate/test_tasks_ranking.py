@@ -64,7 +64,7 @@ def test_visdial_reader_history_dense_relevance_and_malformed(tmp_path) -> None:
     dense_path = tmp_path / "visdial_1.0_val_dense_annotations.json"
     dense_path.write_text(json.dumps(json.loads(dense_path.read_text()) + [{"image_id": 100}]))
     split = read_visdial(tmp_path, "val")
-    assert dict(split.bad) == {"malformed_record": 2, "unanswered_round": 1, "malformed_dense_annotation": 1}
+    assert dict(split.bad) == {"malformed_record": 2, "no_ground_truth": 1, "malformed_dense_annotation": 1}
     assert len(split.examples) == 5  # 2 dialogs × 2 rounds, and the answered round before the unanswered one
     second = split.examples[1]
     assert second.id == "100_2" and second.fields["question"] == "is it square?"

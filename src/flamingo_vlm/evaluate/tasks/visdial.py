@@ -16,7 +16,7 @@ Every round with a ground truth is one query; its history is the caption and the
 interleaved text (the paper's appendix), e.g. ``<image>a man on a bike. Question: is it sunny? Answer: yes.
 Question: what colour is the bike? Answer:``, and the 100 options are ranked by log-likelihood. R@1/5/10,
 mean rank and MRR cover every round; NDCG the rounds with dense annotations (one per val dialog).
-The test split's last rounds have no answer and are counted as malformed (the test server scores them).
+The test split has no ground truth (its server scores it): its rounds are counted as ``no_ground_truth``.
 """
 
 from __future__ import annotations
@@ -99,9 +99,15 @@ def _round_example(
     )
 
 
-def _add_dialog(checker: RecordChecker, dialog: dict, root: Path, split: str, questions: list, answers: list, dense):
-    """Each answered round of one dialog as a query. A round without ``gt_index`` (the test split's last)
-    or a malformed one ends the dialog, since the later rounds' history would lack its answer."""
+Dense = dict[tuple[int, int], tuple[float, ...]]
+
+
+def _add_dialog(
+    checker: RecordChecker, dialog: dict, root: Path, split: str, questions: list, answers: list, dense: Dense
+) -> None:
+    """Each round of one dialog with a ground truth (``gt_index``) as a query; every answered round extends
+    the history. The test split's rounds have none (counted as ``no_ground_truth``: its server scores them).
+    A malformed round ends the dialog, since the later rounds' history would lack its answer."""
     try:
         image_id = int(dialog["image_id"])
         history = _sentence(str(dialog["caption"])) + ". "
@@ -111,16 +117,19 @@ def _add_dialog(checker: RecordChecker, dialog: dict, root: Path, split: str, qu
         return
     image = _image(root, split, image_id)
     for round_id, turn in enumerate(turns, start=1):
-        if isinstance(turn, dict) and "gt_index" not in turn and "answer" not in turn:
-            checker.bad["unanswered_round"] += 1
-            return
         try:
-            example = _round_example(turn, image_id, round_id, image, history, questions, answers, dense)
-            history += f"Question: {example.fields['question']} Answer: {_sentence(str(answers[turn['answer']]))}. "
+            if "gt_index" in turn:
+                example = _round_example(turn, image_id, round_id, image, history, questions, answers, dense)
+                checker.add(lambda e=example: e)
+            else:
+                checker.bad["no_ground_truth"] += 1
+            if "answer" not in turn:
+                return  # nothing follows an unanswered round
+            question, answer = _question(questions[turn["question"]]), _sentence(str(answers[turn["answer"]]))
+            history += f"Question: {question} Answer: {answer}. "
         except (KeyError, TypeError, ValueError, IndexError):
             checker.bad["malformed_record"] += 1
             return
-        checker.add(lambda e=example: e)
 
 
 def read_visdial(root: Path, split: str) -> Split:
