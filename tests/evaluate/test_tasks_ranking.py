@@ -115,11 +115,16 @@ def test_rareact_reader_candidates_and_malformed(tmp_path) -> None:
         read_rareact(tmp_path, "test")
 
 
-def test_rareact_is_zero_shot_only(tmp_path) -> None:
+def test_rareact_is_zero_shot_only(tmp_path, capsys) -> None:
+    from flamingo_vlm import cli
+
     spec = get_task("rareact")
     spec.check_shots([0])
     with pytest.raises(ValueError, match="zero-shot"):
         spec.check_shots([0, 4])
+    argv = ["eval", "--model", str(tmp_path), "--task", "rareact", "--data-root", str(tmp_path), "--shots", "0", "4"]
+    assert cli.main(argv) == 2
+    assert "rareact is a zero-shot benchmark" in capsys.readouterr().err
 
 
 def test_cached_ranking_equals_naive_over_100_candidates(tiny_flamingo_dir) -> None:
