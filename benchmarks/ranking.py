@@ -8,7 +8,7 @@
 Both give the same scores (checked here, and in tests/evaluate/test_tasks_ranking.py). Small config
 (benchmarks/small.py: CLIP-style ViT and a 256 × 4 Llama, random weights).
 
-    python benchmarks/ranking.py [--candidates 100] [--rounds 9] [--chunk 50] [--repeats 3] [--device cpu|cuda]
+    python benchmarks/ranking.py [--candidates 100] [--rounds 9] [--chunk 50] [--repeats 3] [--device cpu|cuda] [--threads 1]
 """
 
 from __future__ import annotations
@@ -53,7 +53,16 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=50, help="candidates per forward pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (1 on a shared machine: oversubscribed threads hit "
+        "the cached path's many small operations far harder than the naive path's large ones)",
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as root:
         model = build_small_flamingo(root).to(args.device).eval()
