@@ -8,7 +8,7 @@
 Both give the same scores (checked here, and in tests/evaluate/test_tasks_ranking.py). Small config
 (benchmarks/small.py: CLIP-style ViT and a 256 × 4 Llama, random weights).
 
-    python benchmarks/ranking.py [--candidates 100] [--rounds 9] [--chunk 50] [--repeats 3] [--device cpu|cuda] [--threads 1]
+    python benchmarks/ranking.py [--candidates 100] [--rounds 9] [--chunk 50] [--repeats 3] [--threads 1]
 """
 
 from __future__ import annotations
