@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from ranking_layouts import write_rareact, write_star, write_visdial
 
 COLOURS = ["red", "green", "blue", "yellow"]
 RGB = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 40)}
@@ -180,6 +181,9 @@ def write_benchmark(task: str, root: Path, n_train: int = 6, n_eval: int = 4) ->
         "shapesworld_attribute": lambda: write_episodic(root, task, {spec.eval_split: n_eval}),
         "shapesworld_binding": lambda: write_episodic(root, task, {spec.eval_split: n_eval}),
         **{name: (lambda name=name: write_world_video_set(root, name, counts)) for name in VIDEO_BENCHMARKS},
+        "star": lambda: write_star(root, counts),
+        "visdial": lambda: write_visdial(root, counts),
+        "rareact": lambda: write_rareact(root, n_eval),
     }
     root.mkdir(parents=True, exist_ok=True)
     writers[task]()

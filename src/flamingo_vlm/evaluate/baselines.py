@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
-from flamingo_vlm.evaluate.tasks import Prediction, get_task
+from flamingo_vlm.evaluate.tasks import Example, Prediction, TaskSpec, get_task
 
 
 def chance_baseline(task: str, root: Path, max_examples: int | None = None) -> dict[str, float]:
@@ -14,6 +16,8 @@ def chance_baseline(task: str, root: Path, max_examples: int | None = None) -> d
     spec = get_task(task)
     split = spec.reader(root, spec.eval_split)
     examples = split.examples[:max_examples]
+    if task in RANDOM_RANKING:
+        return random_ranking(spec, examples, split.candidates or [])
     if spec.mode == "rank":
         if task == "hateful_memes":
             return {"roc_auc": 50.0}
@@ -25,3 +29,19 @@ def chance_baseline(task: str, root: Path, max_examples: int | None = None) -> d
     )
     majority = Counter(e.answer for e in support).most_common(1)[0][0]
     return spec.scorer(examples, [Prediction(majority)] * len(examples), split.candidates or [])
+
+
+RANDOM_RANKING = ("star", "visdial", "rareact")  # metrics of a whole ranking (NDCG, mWAP): estimated by sampling
+
+
+def random_ranking(
+    spec: TaskSpec, examples: Sequence[Example], candidates: Sequence[str], draws: int = 20, seed: int = 0
+) -> dict[str, float]:
+    """The task's own metrics for uniformly random candidate scores, averaged over ``draws`` seeded draws."""
+    rng = random.Random(seed)
+    totals: Counter = Counter()
+    for _ in range(draws):
+        predictions = [Prediction("", tuple(rng.random() for _ in e.candidates)) for e in examples]
+        for name, value in spec.scorer(examples, predictions, candidates).items():
+            totals[name] += value / draws
+    return dict(totals)

@@ -135,6 +135,7 @@ class Evaluator:
         ranks return None.
         """
         cfg = self.config
+        spec.check_shots(cfg.shots)
         root = Path(data_root)
         eval_name, support_name = cfg.eval_split or spec.eval_split, cfg.support_split or spec.support_split
         eval_split, support = spec.reader(root, eval_name), spec.reader(root, support_name)

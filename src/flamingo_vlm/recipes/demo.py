@@ -55,6 +55,9 @@ EVAL_TASKS = (
     "youcook2",
     "ivqa",
     "nextqa",
+    "star",
+    "visdial",
+    "rareact",
 )
 
 
@@ -328,7 +331,11 @@ class Recipe:
         return {"tasks": results}
 
     def task_shots(self, task: str) -> tuple[int, ...]:
+        from flamingo_vlm.evaluate.tasks import get_task
+
         c, own = self.config, self.config.task_eval.get(task, TaskEval())
+        if get_task(task).zero_shot_only:  # RareAct: zero-shot by definition
+            return (0,)
         if own.shots is not None:
             return own.shots
         return c.caption_shots if task == "coco" and c.caption_shots else c.eval.shots

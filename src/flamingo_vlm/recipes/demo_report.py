@@ -20,6 +20,9 @@ HEADLINE = {
     "youcook2": "cider",
     "ivqa": "ivqa_accuracy",
     "nextqa": "wups0",
+    "star": "accuracy",
+    "visdial": "ndcg",
+    "rareact": "mwap",
 }
 BASELINE_STAGES = {"blind": "eval_blind", "shuffled": "eval_shuffled"}  # the recipe's media-ablation runs
 

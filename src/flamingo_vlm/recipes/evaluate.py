@@ -49,6 +49,8 @@ class EvalRecipeConfig:
             raise ValueError(f"unknown task(s) {unknown}; known: {', '.join(sorted(TASKS))}")
         if (self.eval.eval_split or self.eval.support_split) and len(self.tasks) > 1:
             raise ValueError("eval.eval_split/eval.support_split (--eval-split/--support-split) apply to a single task")
+        for task in self.tasks:
+            TASKS[task].check_shots(self.eval.shots)  # RareAct: zero-shot only
         unknown = sorted(set(self.eval.templates) - set(self.tasks))
         if unknown:
             raise ValueError(f"templates given for task(s) {unknown} that are not evaluated ({self.tasks})")

@@ -15,6 +15,7 @@ directory (task)    stands in for          content
 ``nextqa``          iVQA, NExT-QA          where the benchmark annotates segments (see :mod:`.video_benchmarks`)
 ``shapesworld_attribute`` / ``shapesworld_binding``  episodic (see :mod:`.episodes`)
 ``text_binding``    —                      text-only binding probes for the LM go/no-go check
+``star`` / ``visdial`` / ``rareact``  ranking benchmarks (see :mod:`.ranking_benchmarks`)
 ==================  =====================  =========================================================
 
 Eval splits and support splits come from separate streams of the evaluation seed.
@@ -33,6 +34,7 @@ from flamingo_vlm.world.episodes import attribute_episode, binding_episode, writ
 from flamingo_vlm.world.language import NUM_CAPTION_STYLES, captions, questions
 from flamingo_vlm.world.memes import random_meme, render_meme
 from flamingo_vlm.world.motion import clip_question, random_clip, render_clip
+from flamingo_vlm.world.ranking_benchmarks import RANKING_BENCHMARKS
 from flamingo_vlm.world.scene import (
     COLOURS,
     SHAPES,
@@ -210,4 +212,5 @@ BENCHMARKS: dict[str, tuple[BenchmarkWriter, tuple[str, ...]]] = {
     "shapesworld_binding": (write_binding, ("test",)),
     "text_binding": (write_text_binding, ("test",)),
     **VIDEO_BENCHMARKS,  # vatex, youcook2, ivqa, nextqa
+    **RANKING_BENCHMARKS,  # star, visdial, rareact (world/ranking_benchmarks.py)
 }

@@ -23,7 +23,10 @@ from flamingo_vlm.evaluate.tasks.hateful_memes import HATEFUL_MEMES_TEMPLATE, re
 from flamingo_vlm.evaluate.tasks.ivqa import read_ivqa, score_ivqa
 from flamingo_vlm.evaluate.tasks.nextqa import read_nextqa, score_nextqa
 from flamingo_vlm.evaluate.tasks.vatex import read_vatex
+from flamingo_vlm.evaluate.tasks.rareact import read_rareact, score_rareact
+from flamingo_vlm.evaluate.tasks.star import read_star, score_star
 from flamingo_vlm.evaluate.tasks.video_qa import read_video_qa, score_video_qa
+from flamingo_vlm.evaluate.tasks.visdial import VISDIAL_TEMPLATE, read_visdial, score_visdial
 from flamingo_vlm.evaluate.tasks.vqa import read_textvqa, read_vizwiz, read_vqa_format, score_vqa
 from flamingo_vlm.evaluate.tasks.youcook2 import read_youcook2
 
@@ -106,6 +109,22 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("ivqa", read_ivqa, OPEN_ENDED_TEMPLATE_VQA, "generate", score_ivqa, "test", "train", "video", 5),
         TaskSpec(
             "nextqa", read_nextqa, OPEN_ENDED_TEMPLATE_VQA, "generate", score_nextqa, "test", "train", "video", 10
+        ),
+        # Ranking benchmarks: each query ranks its own candidates (STAR's 4 choices, VisDial's 100 options,
+        # RareAct's actions); RareAct is zero-shot, each query alone (episodic, with no support).
+        TaskSpec("star", read_star, OPEN_ENDED_TEMPLATE_VQA, "rank", score_star, "val", "train", "video"),
+        TaskSpec("visdial", read_visdial, VISDIAL_TEMPLATE, "rank", score_visdial, "val", "train"),
+        TaskSpec(
+            "rareact",
+            read_rareact,
+            CAPTION_TEMPLATE,
+            "rank",
+            score_rareact,
+            "test",
+            "test",
+            "video",
+            episodic=True,
+            zero_shot_only=True,
         ),
         # ShapesWorld's in-context tasks: which attribute to name (Attribute) or which invented word
         # means what (Binding) is given only by each query's own support examples.

@@ -29,7 +29,8 @@ class Example:
 
     ``fields`` fill the template (e.g. ``question``); ``answer`` fills ``{answer}`` when the example
     is shown as a support example; ``references`` are what the metric compares against (human
-    answers, reference captions); ``label`` is the class index of close-ended tasks. Episodic tasks
+    answers, reference captions); ``label`` is the class index of close-ended tasks (with per-query
+    ``candidates``, the index among them; ``relevance`` grades every candidate). Episodic tasks
     (the task is defined inside each prompt) give every query its own ``support`` examples and
     ``candidates``.
     """
@@ -42,6 +43,7 @@ class Example:
     label: int | None = None
     support: tuple[Example, ...] = ()
     candidates: tuple[str, ...] = ()
+    relevance: tuple[float, ...] = ()  # graded relevance per candidate (VisDial's dense annotations), if any
 
 
 @dataclass
@@ -89,6 +91,12 @@ class TaskSpec:
     max_new_tokens: int = 10
     episodic: bool = False  # support examples come with each query; zero-shot is the query alone
     vqa_scoring: bool = False  # the scorer takes ``normalization=`` (EvalConfig.vqa_normalization)
+    zero_shot_only: bool = False  # a zero-shot benchmark (RareAct): the query alone, never support examples
+
+    def check_shots(self, shots: Sequence[int]) -> None:
+        """A ``ValueError`` for shot counts the benchmark does not define (any but 0 for a zero-shot one)."""
+        if self.zero_shot_only and any(s != 0 for s in shots):
+            raise ValueError(f"{self.name} is a zero-shot benchmark: evaluate it with shots 0 only, got {list(shots)}")
 
 
 class RecordChecker:
