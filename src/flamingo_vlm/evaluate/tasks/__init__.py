@@ -22,9 +22,9 @@ from flamingo_vlm.evaluate.tasks.episodic import read_episodic, score_episodic
 from flamingo_vlm.evaluate.tasks.hateful_memes import HATEFUL_MEMES_TEMPLATE, read_hateful_memes, score_hateful_memes
 from flamingo_vlm.evaluate.tasks.ivqa import read_ivqa, score_ivqa
 from flamingo_vlm.evaluate.tasks.nextqa import read_nextqa, score_nextqa
-from flamingo_vlm.evaluate.tasks.vatex import read_vatex
 from flamingo_vlm.evaluate.tasks.rareact import read_rareact, score_rareact
 from flamingo_vlm.evaluate.tasks.star import read_star, score_star
+from flamingo_vlm.evaluate.tasks.vatex import read_vatex
 from flamingo_vlm.evaluate.tasks.video_qa import read_video_qa, score_video_qa
 from flamingo_vlm.evaluate.tasks.visdial import VISDIAL_TEMPLATE, read_visdial, score_visdial
 from flamingo_vlm.evaluate.tasks.vqa import read_textvqa, read_vizwiz, read_vqa_format, score_vqa
