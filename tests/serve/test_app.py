@@ -17,7 +17,10 @@ openai = pytest.importorskip("openai")
 FEW_SHOT = [
     {"role": "user", "content": [image_part(1), text_part("Output:")]},
     {"role": "assistant", "content": "a red square."},
-    {"role": "user", "content": [text_part("Look:"), image_part(2), text_part("a cat"), image_part(3), text_part("Output:")]},
+    {
+        "role": "user",
+        "content": [text_part("Look:"), image_part(2), text_part("a cat"), image_part(3), text_part("Output:")],
+    },
 ]
 FEW_SHOT_PROMPT = "<image>Output: a red square.<|endofchunk|>Look:<image>a cat<|endofchunk|><image>Output:"
 

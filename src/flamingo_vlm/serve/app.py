@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -32,6 +32,8 @@ from flamingo_vlm.serve.media import load_image
 from flamingo_vlm.serve.metrics import ServeMetrics
 from flamingo_vlm.serve.middleware import BodySizeLimit, Gate
 from flamingo_vlm.serve.schema import ChatCompletionRequest, CompletionRequest, SamplingRequest, ScoreRequest
+
+DISCONNECT_POLL_S = 0.25
 
 if TYPE_CHECKING:
     from flamingo_vlm.model import Flamingo
@@ -101,37 +103,46 @@ class _Server:
 
     # ------------------------------------------------------------------ running a job
 
-    async def results(self, job: Job) -> AsyncIterator[Any]:
-        """The job's events until its end; the job is cancelled if the consumer stops early (disconnect)."""
-        self.engine.submit(job)
+    async def results(self, job: Job, request: Request | None = None) -> AsyncIterator[Any]:
+        """The job's events until its end. The job is cancelled (its slot freed, its rows dropped) when the
+        consumer stops early or, with ``request``, when the client disconnects, checked every 0.25 s even
+        while no text is ready to send. The job must have been submitted."""
+        getter: asyncio.Future | None = None
         try:
             while True:
-                event = await job.events.get()
+                getter = getter or asyncio.ensure_future(job.events.get())
+                done, _ = await asyncio.wait({getter}, timeout=None if request is None else DISCONNECT_POLL_S)
+                if not done:
+                    if await request.is_disconnected():
+                        return
+                    continue
+                event, getter = getter.result(), None
                 if event is None:
                     return
                 if isinstance(event, Failed):
                     raise event.error
                 yield event
         finally:
+            if getter is not None:
+                getter.cancel()
             if not job.released:
                 self.engine.cancel(job)
 
-    async def generate(self, req: SamplingRequest, prompt: str, refs: list[ImageRef], where: str,
+    async def generate(self, request: Request, req: SamplingRequest, prompt: str, refs: list[ImageRef], where: str,
                        max_tokens: int | None, shape: _Shape) -> Response:  # fmt: skip
         prepared = await run_in_threadpool(self.prepare, prompt, refs, where)
         decoding = self.decoding(req, max_tokens, prepared)
         job = Job(prepared, decoding)
+        self.engine.submit(job)  # 503 here, before any byte of a stream is sent
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            events = self.results(job)
-            first = await anext(events, None)  # errors before the first event still get a status code
             return StreamingResponse(
-                self._sse(shape, job, first, events, include_usage),
+                self._sse(shape, job, self.results(job, request), include_usage),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
         texts, reasons, tokens = [""] * decoding.n, ["length"] * decoding.n, 0
-        async for event in self.results(job):
+        async for event in self.results(job, request):
             if isinstance(event, Delta):
                 texts[event.index] += event.text
             elif isinstance(event, Finish):
@@ -144,18 +155,14 @@ class _Server:
             }
         )
 
-    async def _sse(self, shape: _Shape, job: Job, first: Any, events: AsyncIterator[Any], include_usage: bool):
+    async def _sse(self, shape: _Shape, job: Job, events: AsyncIterator[Any], include_usage: bool):
         head, tokens = shape.envelope(True), 0
         extra = {"usage": None} if include_usage else {}
         if shape.role_first:
             for i in range(job.decoding.n):
                 yield _event({**head, "choices": [shape.delta(i, "", None, first=True)], **extra})
         try:
-            pending = [] if first is None else [first]
-            while True:
-                event = pending.pop() if pending else await anext(events, None)
-                if event is None:
-                    break
+            async for event in events:
                 if isinstance(event, Delta):
                     yield _event({**head, "choices": [shape.delta(event.index, event.text, None)], **extra})
                 elif isinstance(event, Finish):
@@ -231,18 +238,20 @@ def create_app(model: Flamingo, processor: FlamingoProcessor, config: ServeConfi
     media_token, eoc_token = processor.config.media_token, processor.config.eoc_token
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(req: ChatCompletionRequest) -> Response:
+    async def chat_completions(request: Request, req: ChatCompletionRequest) -> Response:
         prompt, refs = chat_to_prompt(req.messages, config.prompt_format, media_token, eoc_token)
         max_tokens = req.max_completion_tokens or req.max_tokens
-        return await server.generate(req, prompt, refs, "messages", max_tokens, _Shape(True, config.model_id))
+        return await server.generate(request, req, prompt, refs, "messages", max_tokens, _Shape(True, config.model_id))
 
     @app.post("/v1/completions")
-    async def completions(req: CompletionRequest) -> Response:
+    async def completions(request: Request, req: CompletionRequest) -> Response:
         refs = [ImageRef(url, f"images[{i}]") for i, url in enumerate(req.images)]
-        return await server.generate(req, req.prompt, refs, "prompt", req.max_tokens, _Shape(False, config.model_id))
+        return await server.generate(
+            request, req, req.prompt, refs, "prompt", req.max_tokens, _Shape(False, config.model_id)
+        )
 
     @app.post("/v1/score")
-    async def score(req: ScoreRequest) -> Response:
+    async def score(request: Request, req: ScoreRequest) -> Response:
         if len(req.candidates) > config.limits.max_candidates:
             raise APIError(413, f"{len(req.candidates)} candidates exceed the cap of {config.limits.max_candidates}",
                            "candidates", "too_many_candidates")  # fmt: skip
@@ -257,8 +266,9 @@ def create_app(model: Flamingo, processor: FlamingoProcessor, config: ServeConfi
         if model.max_length is not None and prepared.prompt_tokens + longest > model.max_length:
             raise APIError(400, f"the prompt plus the longest candidate exceeds the model's {model.max_length} "
                                 "positions", "candidates", "context_length_exceeded")  # fmt: skip
-        scored = None
-        async for event in server.results(Job(prepared, candidates=candidates)):
+        scored, job = None, Job(prepared, candidates=candidates)
+        server.engine.submit(job)
+        async for event in server.results(job, request):
             if isinstance(event, Scored):
                 scored = event
         keys = scored.sum_logprobs if req.rank_by == "sum" else scored.mean_logprobs
