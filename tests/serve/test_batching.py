@@ -35,23 +35,26 @@ def batch_rows_above_one(url: str) -> float:
     return total - le1
 
 
-def test_concurrent_greedy_answers_equal_one_at_a_time(make_server):
-    requests = [(chat(seed, shots=seed % 3), 6 + seed) for seed in range(8)]  # varied lengths and max_tokens
-    with make_server(batch_wait_ms=200) as (url, _):
+def test_concurrent_answers_equal_one_at_a_time(make_server):
+    """Greedy rows of varied lengths, a beam request and a seeded n=2 request, sent together to a server
+    batching up to 6 rows: every answer equals the answer to the same request sent alone."""
+    requests = [(chat(seed, shots=seed % 3), 6 + seed, {}) for seed in range(8)]  # varied lengths and max_tokens
+    requests += [(chat(9), 6, {"extra_body": {"num_beams": 2}}), (chat(10), 6, {"n": 2, "temperature": 1, "seed": 3})]
+    with make_server(batch_wait_ms=300, max_batch_size=6) as (url, _):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
 
         def ask(request):
-            messages, max_tokens = request
-            return client.chat.completions.create(model="tiny", messages=messages, max_tokens=max_tokens)
+            messages, max_tokens, extra = request
+            return client.chat.completions.create(model="tiny", messages=messages, max_tokens=max_tokens, **extra)
 
         alone = [ask(r) for r in requests]
-        assert batch_rows_above_one(url) == 0
+        before = batch_rows_above_one(url)  # 1: the n=2 request's two rows
         with ThreadPoolExecutor(len(requests)) as pool:
             together = list(pool.map(ask, requests))
-        assert batch_rows_above_one(url) >= 1  # they were decoded together
+        assert batch_rows_above_one(url) >= before + 2  # 10 greedy/sampled rows, at most 6 a batch
     for a, b in zip(alone, together):
-        assert b.choices[0].message.content == a.choices[0].message.content
-        assert b.choices[0].finish_reason == a.choices[0].finish_reason
+        assert [c.message.content for c in b.choices] == [c.message.content for c in a.choices]
+        assert [c.finish_reason for c in b.choices] == [c.finish_reason for c in a.choices]
         assert b.usage == a.usage
 
 

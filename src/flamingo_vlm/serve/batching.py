@@ -135,6 +135,7 @@ class BatchEngine:
         self.tokenizer = copy.deepcopy(processor.tokenizer)
         self.device = next(model.parameters()).device
         self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._held: Job | None = None  # taken from the queue but not fitting the last batch: it opens the next
         self._lock = threading.Lock()
         self._active = 0  # jobs queued or running, cancelled ones excluded
         self._thread: threading.Thread | None = None
@@ -192,7 +193,7 @@ class BatchEngine:
                 stopping = True
                 break
             if not self._batchable(job) or rows + job.rows > self.max_batch_size:
-                self._queue.put(job)  # after the queued ones: it waits one batch at most
+                self._held = job  # first in line for the next batch: it waits one batch at most
                 break
             jobs.append(job)
             rows += job.rows
@@ -204,7 +205,7 @@ class BatchEngine:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            first, self._held = self._held or self._queue.get(), None
             if first is None:
                 return
             jobs, stopping = self._gather(first)
