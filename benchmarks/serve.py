@@ -68,10 +68,10 @@ def start_server(model_dir: str, port: int, extra: list[str]) -> subprocess.Pope
     raise RuntimeError("the server did not start in 300 s")
 
 
-def one_request(url: str, seed: int, max_tokens: int) -> tuple[float, int]:
+def one_request(url: str, image: str, max_tokens: int) -> tuple[float, int]:
     """Latency (s) and generated tokens of one chat request; raises on any error status."""
     body = {
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url(seed)}},
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image}},
                                                   {"type": "text", "text": "Output:"}]}],
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -85,7 +85,18 @@ def one_request(url: str, seed: int, max_tokens: int) -> tuple[float, int]:
     return time.perf_counter() - started, answer["usage"]["completion_tokens"]
 
 
+def batch_rows(url: str) -> tuple[float, float]:
+    """(sum, count) of the server's batch-size histogram."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("flamingo_batch_rows_"))
+    return float(values["flamingo_batch_rows_sum"]), float(values["flamingo_batch_rows_count"])
+
+
 def run_clients(url: str, clients: int, requests: int, duration: float, max_tokens: int) -> dict:
+    # Pictures are encoded before the clock starts: the clients share this process's CPU with nothing else.
+    images = [[image_url(1000 * c + r) for r in range(requests)] for c in range(clients)]
+    rows_before = batch_rows(url)
     latencies: list[float] = []
     tokens, errors = [0], [0]
     lock = threading.Lock()
@@ -96,7 +107,7 @@ def run_clients(url: str, clients: int, requests: int, duration: float, max_toke
             if time.monotonic() > deadline:
                 return
             try:
-                latency, n = one_request(url, 1000 * c + r, max_tokens)
+                latency, n = one_request(url, images[c][r], max_tokens)
             except (urllib.error.URLError, OSError, KeyError, ValueError):
                 with lock:
                     errors[0] += 1
@@ -113,6 +124,8 @@ def run_clients(url: str, clients: int, requests: int, duration: float, max_toke
         t.join()
     wall = time.perf_counter() - started
     ordered = sorted(latencies)
+    rows_after = batch_rows(url)
+    batches = rows_after[1] - rows_before[1]
     return {
         "clients": clients,
         "requests": len(latencies),
@@ -122,6 +135,7 @@ def run_clients(url: str, clients: int, requests: int, duration: float, max_toke
         "p50_s": round(statistics.median(ordered), 3) if ordered else None,
         "p99_s": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3) if ordered else None,
         "tokens_per_s": round(tokens[0] / wall, 1),
+        "mean_batch_rows": round((rows_after[0] - rows_before[0]) / batches, 2) if batches else None,
     }
 
 
@@ -146,15 +160,17 @@ def main() -> None:
         server = start_server(model_dir, port, args.server_args.split())
         url = f"http://127.0.0.1:{port}"
         try:
-            one_request(url, 0, args.max_tokens)  # warm-up
+            one_request(url, image_url(0), args.max_tokens)  # warm-up
             rows = [run_clients(url, n, args.requests, args.duration, args.max_tokens) for n in args.clients]
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 s':>7} {'p99 s':>7} {'tok/s':>7}")
+    print(
+        f"{'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 s':>7} {'p99 s':>7} {'tok/s':>7} {'batch':>6}"
+    )
     for r in rows:
         print(f"{r['clients']:>7} {r['requests']:>8} {r['errors']:>6} {r['requests_per_s']:>7} {r['p50_s']:>7} "
-              f"{r['p99_s']:>7} {r['tokens_per_s']:>7}")  # fmt: skip
+              f"{r['p99_s']:>7} {r['tokens_per_s']:>7} {r['mean_batch_rows']:>6}")  # fmt: skip
     base = next((r for r in rows if r["clients"] == 1), None)
     if base and base["requests_per_s"]:
         top = rows[-1]
