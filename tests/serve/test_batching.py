@@ -70,6 +70,41 @@ def test_a_bad_request_does_not_disturb_its_batch(make_server):
     assert results[0][1]["choices"] == alone[1]["choices"] == results[2][1]["choices"]
 
 
+def test_requests_joining_a_running_decode_answer_as_alone(make_server, slow_steps):
+    """Continuous batching: requests arriving while a decode runs join it at the next step (longer and
+    shorter prompts than the running rows, with and without images, sampled with a seed), and answer
+    exactly as they do alone."""
+    requests = [
+        (chat(1), 30, {}),
+        (chat(2, shots=2), 8, {}),  # longer than the running rows: they are left-padded
+        (chat(3), 6, {}),  # shorter: it is left-padded
+        ([{"role": "user", "content": "Question: no picture? Answer:"}], 6, {}),  # no media slot
+        (chat(4, shots=1), 6, {"n": 2, "temperature": 1, "seed": 9}),
+    ]
+    with make_server(batch_wait_ms=0) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+
+        def ask(request):
+            messages, max_tokens, extra = request
+            return client.chat.completions.create(model="tiny", messages=messages, max_tokens=max_tokens, **extra)
+
+        alone = [ask(r) for r in requests]
+        assert b"flamingo_joined_rows_total 0.0" in get(f"{url}/metrics")[1]
+        steps_alone = len(slow_steps)
+        with ThreadPoolExecutor(len(requests)) as pool:
+            first = pool.submit(ask, requests[0])
+            while len(slow_steps) < steps_alone + 3:  # the long request is decoding
+                time.sleep(0.01)
+            later = [pool.submit(ask, r) for r in requests[1:]]
+            together = [first.result()] + [f.result() for f in later]
+        metrics = get(f"{url}/metrics")[1].decode()
+        joined = float(re.search(r"^flamingo_joined_rows_total (\S+)$", metrics, re.M).group(1))
+        assert joined >= 2
+    for a, b in zip(alone, together):
+        assert [c.message.content for c in b.choices] == [c.message.content for c in a.choices]
+        assert b.usage == a.usage
+
+
 @pytest.fixture
 def slow_steps(monkeypatch):
     """A slow model: each decoding step takes 50 ms; counts the steps."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+from transformers.cache_utils import DynamicLayer
 
 from flamingo_vlm.model.generation import CachedDecoder, default_stop_ids
 from flamingo_vlm.serve.errors import APIError
@@ -126,8 +127,10 @@ class BatchEngine:
         max_batch_size: int = 16,
         batch_wait_ms: float = 5.0,
         queue_size: int = 64,
+        continuous: bool = True,
     ) -> None:
         self.model, self.processor, self.metrics = model, processor, metrics
+        self.continuous = continuous
         self.max_batch_size, self.batch_wait_s, self.queue_size = max_batch_size, batch_wait_ms / 1000, queue_size
         self.stop_ids = default_stop_ids(model)
         # The worker decodes with its own copy: a Rust tokenizer used by two threads at once can fail
@@ -258,14 +261,11 @@ class BatchEngine:
     # ------------------------------------------------------------------ greedy and sampled rows, batched
 
     def _decode(self, jobs: list[Job]) -> None:
-        rows = [_Row(job, k, self.device) for job in jobs for k in range(job.decoding.n)]
-        input_ids, attention_mask, pixel_values, media_mask = self._collate([row.job.prepared for row in rows])
-        self.metrics.batch_rows.observe(len(rows))
+        rows, decoder, seqs, mask, logits = self._start(jobs)
+        joinable = self.continuous and _joinable(decoder)
         started, generated = time.perf_counter(), 0
-        decoder = CachedDecoder(self.model, input_ids, attention_mask, (pixel_values, None, media_mask))
-        seqs, mask = input_ids, attention_mask
-        logits = decoder.prefill()  # (B, V)
         while True:
+            self.metrics.batch_rows.observe(len(rows))
             logits = logits.float()
             logits[:, self.model.media_token_id] = -float("inf")  # a generated <image> would have no image
             tokens = logits.argmax(-1)  # (B,)
@@ -287,7 +287,41 @@ class BatchEngine:
                 rows, seqs, mask = [rows[i] for i in keep], seqs[keep], mask[keep]
                 _select_rows(decoder, keep)
             logits = decoder.step(seqs, mask)
+            joining = self._admit(len(rows)) if joinable else []
+            if joining:  # continuous batching: new requests join at this step, their prompts prefilled apart
+                new_rows, new_decoder, new_seqs, new_mask, new_logits = self._start(joining)
+                pad_id = self.tokenizer.pad_token_id
+                seqs, mask = _merge_rows(decoder, seqs, mask, new_decoder, new_seqs, new_mask, pad_id)
+                rows, logits = rows + new_rows, torch.cat([logits, new_logits])
+                self.metrics.joined_rows.inc(len(new_rows))
         self.metrics.record_tokens(generated, time.perf_counter() - started)
+
+    def _start(self, jobs: list[Job]) -> tuple[list[_Row], CachedDecoder, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows of ``jobs`` (one per choice), prefilled together: rows, decoder, sequences, mask, logits."""
+        rows = [_Row(job, k, self.device) for job in jobs for k in range(job.decoding.n)]
+        input_ids, attention_mask, pixel_values, media_mask = self._collate([row.job.prepared for row in rows])
+        decoder = CachedDecoder(self.model, input_ids, attention_mask, (pixel_values, None, media_mask))
+        return rows, decoder, input_ids, attention_mask, decoder.prefill()  # logits (B, V)
+
+    def _admit(self, running_rows: int) -> list[Job]:
+        """Waiting decoding jobs that fit beside ``running_rows``, taken without waiting (none while a job is held)."""
+        joining, rows = [], running_rows
+        while self._held is None:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:  # shutting down: leave the sentinel for the worker loop
+                self._queue.put(None)
+                break
+            if job.cancelled.is_set():
+                continue
+            if not self._batchable(job) or rows + job.rows > self.max_batch_size:
+                self._held = job
+                break
+            joining.append(job)
+            rows += job.rows
+        return joining
 
     def _finish_row(self, row: _Row) -> None:
         job = row.job
@@ -301,7 +335,7 @@ class BatchEngine:
     def _beam(self, job: Job) -> None:
         d = job.decoding
         input_ids, attention_mask, pixel_values, media_mask = self._collate([job.prepared])
-        self.metrics.batch_rows.observe(1)
+        self.metrics.batch_rows.observe(d.num_beams)
         started = time.perf_counter()
         sequences = self.model.generate(
             input_ids,
@@ -326,7 +360,6 @@ class BatchEngine:
 
     def _score(self, job: Job) -> None:
         input_ids, attention_mask, pixel_values, media_mask = self._collate([job.prepared])
-        self.metrics.batch_rows.observe(1)
         out = self.model.score(
             input_ids, attention_mask, pixel_values=pixel_values, media_mask=media_mask, candidates=[job.candidates]
         )
@@ -396,3 +429,61 @@ def _select_rows(decoder: CachedDecoder, keep: list[int]) -> None:
     prompt.cache.batch_select_indices(index.cpu())  # CPU indices index a cache on any device
     prompt.media, prompt.phi = prompt.media[index], prompt.phi[index.to(prompt.phi.device)]
     prompt.kv_cache = {k: tuple(t[index.to(t.device)] for t in kv) for k, kv in prompt.kv_cache.items()}
+
+
+def _left_pad(x: torch.Tensor, width: int, dim: int, value: float = 0) -> torch.Tensor:
+    """``x`` with zeros (or ``value``) prepended along ``dim`` up to ``width``."""
+    missing = width - x.shape[dim]
+    if missing <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_full(shape, value), x], dim=dim)
+
+
+def _right_pad(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    missing = width - x.shape[dim]
+    if missing <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def _merge_rows(
+    decoder: CachedDecoder,
+    seqs: torch.Tensor,
+    mask: torch.Tensor,
+    joining: CachedDecoder,
+    new_seqs: torch.Tensor,
+    new_mask: torch.Tensor,
+    pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append ``joining``'s rows to ``decoder``'s: both caches cover all of their sequences, so each side is
+    left-padded to the longer length (masked, like a prompt's padding) and media slots are padded with
+    zeros that no token attends to (φ never exceeds a row's own media). Returns the merged (seqs, mask)."""
+    width = max(seqs.shape[1], new_seqs.shape[1])
+    a, b = decoder.prompt, joining.prompt
+    counts = (seqs.shape[0], new_seqs.shape[0])
+    for la, lb in zip(a.cache.layers, b.cache.layers):  # keys/values (B, h, T, dh)
+        la.keys = torch.cat([_left_pad(la.keys, width, 2), _left_pad(lb.keys, width, 2)])
+        la.values = torch.cat([_left_pad(la.values, width, 2), _left_pad(lb.values, width, 2)])
+    n_media = max(a.media.shape[1], b.media.shape[1])
+    a.media = torch.cat([_right_pad(a.media, n_media, 1), _right_pad(b.media, n_media, 1)])  # (B, n, L, d)
+    width_kv = n_media * a.media.shape[2]
+    merged = {}
+    for block in set(a.kv_cache) | set(b.kv_cache):  # keys, values (B, h, n·L, dh); a side may lack a block
+        sides = [side.kv_cache.get(block) for side in (a, b)]
+        like = next(kv for kv in sides if kv is not None)[0]
+        sides = [kv or (like.new_zeros((rows, *like.shape[1:])),) * 2 for kv, rows in zip(sides, counts)]
+        merged[block] = tuple(torch.cat([_right_pad(x, width_kv, 2) for x in pair]) for pair in zip(*sides))
+    a.kv_cache, a.phi = merged, torch.cat([a.phi, b.phi])
+    seqs = torch.cat([_left_pad(seqs, width, 1, pad_id), _left_pad(new_seqs, width, 1, pad_id)])
+    mask = torch.cat([_left_pad(mask, width, 1), _left_pad(new_mask, width, 1)])
+    return seqs, mask
+
+
+def _joinable(decoder: CachedDecoder) -> bool:
+    """Whether rows can join this decode: the LM's cache must be plain per-layer key/value tensors."""
+    layers = getattr(decoder.prompt.cache, "layers", None)
+    return bool(layers) and all(isinstance(layer, DynamicLayer) for layer in layers)

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 
 class ServeMetrics:
-    """Requests by route and status, latency, generated tokens and their rate, batch sizes."""
+    """Requests by route and status, latency, generated tokens and their rate, batch sizes, joins."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -26,9 +26,13 @@ class ServeMetrics:
         )
         self.batch_rows = Histogram(
             "flamingo_batch_rows",
-            "rows (choices) decoded together per batch",
+            "rows (choices or beams) decoded together, observed at every decoding step",
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=self.registry,
+        )
+
+        self.joined_rows = Counter(
+            "flamingo_joined_rows", "rows that joined a decode already running", registry=self.registry
         )
 
     def record_request(self, route: str, status: int, seconds: float) -> None:
