@@ -93,6 +93,19 @@ def test_bad_parts_are_400_naming_them(server, body, param):
     assert (status, error["param"]) == (400, param)
 
 
+def test_a_candidate_holding_an_image_marker_is_400(server):
+    status, error = refused(server[0], {"prompt": "Output:", "candidates": [" a", " <image>"]}, "/v1/score")
+    assert (status, error["param"]) == (400, "candidates")
+    status, error = refused(server[0], {"prompt": "Output:", "candidates": [" a", ""]}, "/v1/score")
+    assert (status, error["param"]) == (400, "candidates")
+
+
+def test_extreme_sampling_values_are_served(server):
+    for extra in ({"temperature": 1e-40}, {"temperature": 2.0, "top_p": 1e-9}, {"seed": -(2**62), "temperature": 1}):
+        status, body = post(f"{server[0]}/v1/chat/completions", {**chat_body([text_part("hi")]), **extra})
+        assert status == 200 and body["choices"][0]["finish_reason"] in ("stop", "length"), extra
+
+
 def test_raw_completion_marker_mismatch_is_400(server):
     status, error = refused(server[0], {"prompt": "<image><image>Output:", "images": [data_url(picture(1))]},
                             "/v1/completions")  # fmt: skip
@@ -107,6 +120,7 @@ def test_raw_completion_marker_mismatch_is_400(server):
         ({**chat_body([text_part("hi")]), "temperature": 5}, "temperature"),
         ({**chat_body([text_part("hi")]), "max_tokens": "many"}, "max_tokens"),
         ({**chat_body([text_part("hi")]), "n": 0}, "n"),
+        ({**chat_body([text_part("hi")]), "seed": 2**64}, "seed"),
     ],
 )
 def test_schema_violations_are_422(server, body, param):

@@ -262,6 +262,8 @@ def create_app(model: Flamingo, processor: FlamingoProcessor, config: ServeConfi
                 candidates = processor.tokenize_candidates([req.candidates])[0]
             except ValueError as e:
                 raise APIError(400, f"candidates: {e}", "candidates") from e
+        if any(processor.media_token_id in c for c in candidates):
+            raise APIError(400, f"candidates must not contain {media_token!r}", "candidates")
         longest = max(len(c) for c in candidates)
         if model.max_length is not None and prepared.prompt_tokens + longest > model.max_length:
             raise APIError(400, f"the prompt plus the longest candidate exceeds the model's {model.max_length} "

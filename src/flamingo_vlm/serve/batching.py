@@ -391,7 +391,10 @@ class _Row:
     def sample(self, seqs: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """One sampled token for this row: ``seqs (1, T)``, ``logits (1, V)`` → a 0-d tensor."""
         scores = self.sampler(seqs, logits)
-        return torch.multinomial(scores.softmax(-1), 1, generator=self.generator)[0, 0]
+        probs = scores.softmax(-1)
+        if not torch.isfinite(probs).all():  # a temperature so small that logits / t overflow: that is greedy
+            return logits.argmax(-1)[0]
+        return torch.multinomial(probs, 1, generator=self.generator)[0, 0]
 
     def advance(self, token: int, stop_ids: list[int], tokenizer: Any) -> None:
         """Take one new token: end at a stop token, a stop string or ``max_new_tokens``; send new text."""

@@ -36,7 +36,7 @@ class SamplingRequest(BaseModel):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**62), le=2**62)  # choice k uses seed + k: within torch's seed range
     stream: bool = False
     stream_options: StreamOptions | None = None
     num_beams: int = Field(1, ge=1)  # extra field: beam search (greedy rows otherwise)
