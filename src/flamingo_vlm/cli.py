@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES = (
     "flamingo_vlm.recipes.evaluate",
     "flamingo_vlm.recipes.pretrain",
     "flamingo_vlm.recipes.generate",
+    "flamingo_vlm.recipes.serve",
     "flamingo_vlm.data.cli",
     "flamingo_vlm.convert.cli",
     "flamingo_vlm.world.cli",
