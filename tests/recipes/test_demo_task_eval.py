@@ -21,6 +21,20 @@ def test_presets_keep_the_video_sets_small() -> None:
     """The quick presets evaluate each video captioning / QA set on one batch at one shot count."""
     for preset in ("quick", "smollm-quick"):
         task_eval = load_demo_config(preset).task_eval
-        assert {t: (e.shots, e.max_examples) for t, e in task_eval.items()} == {
-            t: ((4,), 8) for t in ("vatex", "youcook2", "ivqa", "nextqa")
-        }
+        video = ("vatex", "youcook2", "ivqa", "nextqa")
+        assert {t: (task_eval[t].shots, task_eval[t].max_examples) for t in video} == {t: ((4,), 8) for t in video}
+
+
+def test_zero_shot_only_tasks_run_at_zero_shots(tmp_path) -> None:
+    config = DemoConfig(eval=EvalConfig(shots=(0, 4)), task_eval={"rareact": TaskEval(shots=(0, 4))})
+    assert Recipe(tmp_path, config).task_shots("rareact") == (0,)
+
+
+def test_demo_without_wordnet_leaves_only_nextqa_out(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("FLAMINGO_WORDNET", str(tmp_path / "no-wordnet"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    recipe = Recipe(tmp_path, DemoConfig())
+    recipe.check_wordnet()
+    assert "nextqa" not in recipe.config.tasks
+    assert set(recipe.config.tasks) == set(DemoConfig().tasks) - {"nextqa"}
+    assert "wordnet-base" in capsys.readouterr().out
