@@ -181,3 +181,10 @@ def test_deeply_nested_jsonl_line_is_a_counted_malformed_record(benchmark_writer
         f.write("[" * 100_000 + "]" * 100_000 + "\n")
     split = get_task("hateful_memes").reader(root, "dev_seen")
     assert len(split.examples) == 2 and split.bad == {"malformed_record": 1}
+
+
+def test_every_paper_benchmark_is_a_task() -> None:
+    from flamingo_vlm.evaluate.tasks import PAPER_BENCHMARKS, TASKS
+
+    assert len(set(PAPER_BENCHMARKS)) == 16
+    assert set(PAPER_BENCHMARKS) <= set(TASKS)

@@ -23,7 +23,7 @@ from typing import Any
 
 from flamingo_vlm.evaluate.metrics.vqa import VQA_NORMALIZATIONS
 from flamingo_vlm.evaluate.runner import EvalConfig
-from flamingo_vlm.evaluate.tasks import TASKS
+from flamingo_vlm.evaluate.tasks import PAPER_BENCHMARKS, TASKS
 from flamingo_vlm.recipes import config_flag
 
 
@@ -74,6 +74,9 @@ DEFAULT_CONFIG = None
 
 
 LOG_DIR = "prediction_logs"
+
+
+WORLD_TASKS = set(TASKS) - {*PAPER_BENCHMARKS, "imagenet"}
 
 
 def fingerprint(config: EvalRecipeConfig, roots: list[Path], device_type: str) -> dict[str, Any]:
@@ -202,7 +205,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=sorted(TASKS),
         metavar="NAME",
-        help=f"one or more of: {', '.join(sorted(TASKS))}",
+        help=f"one or more of the paper's 16 benchmarks ({', '.join(PAPER_BENCHMARKS)}), image-folder "
+        f"classification (imagenet) or ShapesWorld's own ({', '.join(sorted(WORLD_TASKS))})",
     )
     config_flag(
         p,

@@ -58,6 +58,12 @@ def _video_qa(name: str, videos: str) -> TaskSpec:
     )
 
 
+# The 16 benchmarks Flamingo is evaluated on (the paper's Table 1 and its appendix).
+PAPER_BENCHMARKS = (
+    "okvqa", "vqav2", "coco", "msvdqa", "vatex", "visdial", "youcook2", "textvqa",
+    "hateful_memes", "ivqa", "rareact", "flickr30k", "star", "msrvttqa", "vizwiz", "nextqa",
+)  # fmt: skip
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
