@@ -1,5 +1,6 @@
 """A demo preset's per-task ``task_eval`` entries override the shots and query count of those tasks only."""
 
+from flamingo_vlm.evaluate.metrics.wups import load_wordnet
 from flamingo_vlm.evaluate.runner import EvalConfig
 from flamingo_vlm.recipes.demo import DemoConfig, Recipe, TaskEval, load_demo_config
 
@@ -33,8 +34,10 @@ def test_zero_shot_only_tasks_run_at_zero_shots(tmp_path) -> None:
 def test_demo_without_wordnet_leaves_only_nextqa_out(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("FLAMINGO_WORDNET", str(tmp_path / "no-wordnet"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    load_wordnet.cache_clear()  # a reader loaded earlier in this process was found without the variable
     recipe = Recipe(tmp_path, DemoConfig())
     recipe.check_wordnet()
+    load_wordnet.cache_clear()
     assert "nextqa" not in recipe.config.tasks
     assert set(recipe.config.tasks) == set(DemoConfig().tasks) - {"nextqa"}
     assert "wordnet-base" in capsys.readouterr().out
