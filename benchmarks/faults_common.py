@@ -130,6 +130,17 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+# The tiny trainable parts every campaign's model gets (the frozen ones come from ``write_tiny_parts``).
+TINY_FLAMINGO = {
+    "num_latents": 4,
+    "resampler_depth": 1,
+    "resampler_heads": 2,
+    "resampler_dim_head": 8,
+    "xattn_heads": 2,
+    "xattn_dim_head": 8,
+}
+
+
 def write_tiny_parts(root: Path, texts: list[str], vocab_size: int = 300, max_positions: int = 128) -> Any:
     """The frozen parts every campaign runs on: a 2-layer Llama LM with a BPE tokenizer trained on ``texts``
     (``root/lm``) and a tiny NFNet for 32-pixel images (``root/vision``). Returns the tokenizer.

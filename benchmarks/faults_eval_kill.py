@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from faults_common import Outcome, Row, write_tiny_parts  # noqa: E402
+from faults_common import TINY_FLAMINGO, Outcome, Row, write_tiny_parts  # noqa: E402
 from faults_kill import _alive, _cli, _fork, _reap  # noqa: E402
 
 CAMPAIGN = "eval-kill"
@@ -62,12 +62,7 @@ def _make_tiny_eval(root: Path) -> int:
     model = Flamingo.from_components(
         str(root / "lm"),
         str(root / "vision"),
-        num_latents=4,
-        resampler_depth=1,
-        resampler_heads=2,
-        resampler_dim_head=8,
-        xattn_heads=2,
-        xattn_dim_head=8,
+        **TINY_FLAMINGO,
     )
     with torch.no_grad():
         for block in model.language_model.gated_xattn:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from faults_common import Outcome, Row, run_case, write_tiny_parts
+from faults_common import TINY_FLAMINGO, Outcome, Row, run_case, write_tiny_parts
 from PIL import Image
 
 from flamingo_vlm import Flamingo, FlamingoProcessor
@@ -298,12 +298,7 @@ class Assets:
         model = Flamingo.from_components(
             str(workdir / "lm"),
             str(workdir / "vision"),
-            num_latents=4,
-            resampler_depth=1,
-            resampler_heads=2,
-            resampler_dim_head=8,
-            xattn_heads=2,
-            xattn_dim_head=8,
+            **TINY_FLAMINGO,
             max_frames=4,
         )
         self.model_dir = workdir / "flamingo"
