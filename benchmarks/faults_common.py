@@ -9,10 +9,12 @@ come out is *lost*.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import tempfile
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +130,16 @@ def table(rows: list[Row]) -> str:
             f"| {r.refused} | {r.crashes} | {r.hangs} | {extra} |"
         )
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def scratch_dir(workdir: Path | None) -> Iterator[Path]:
+    """``workdir`` when given (kept for inspection), else a temporary directory removed afterwards."""
+    if workdir is not None:
+        yield Path(workdir)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp)
 
 
 # The tiny trainable parts every campaign's model gets (the frozen ones come from ``write_tiny_parts``).

@@ -28,14 +28,13 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from faults_common import TINY_FLAMINGO, Outcome, Row, write_tiny_parts  # noqa: E402
-from faults_kill import _alive, _cli, _fork, _reap  # noqa: E402
+from faults_common import TINY_FLAMINGO, Outcome, Row, scratch_dir, write_tiny_parts  # noqa: E402
+from faults_kill import _alive, _build_in_fork, _cli, _fork, _reap  # noqa: E402
 
 CAMPAIGN = "eval-kill"
 CORPUS = [
@@ -194,19 +193,13 @@ def eval_kill_row(root: Path, work: Path, seed: int, cases: int) -> Row:
 
 def run(seed: int, scale: float = 1.0, workdir: Path | None = None) -> list[Row]:
     """Scale 1.0: 20 cases, about 30 kills (each case killed once or twice, then resumed to the end)."""
-    with contextlib.ExitStack() as stack:
-        if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        workdir = Path(workdir)
+    with scratch_dir(workdir) as workdir:
         root = workdir / "tiny-eval"
         root.mkdir(parents=True)
         import flamingo_vlm.recipes.evaluate  # noqa: F401 - imported once here: forks start in milliseconds
         from flamingo_vlm.cli import build_parser
 
         build_parser()
-        if _reap(_fork(lambda: _make_tiny_eval(root), workdir / "tiny-eval.log"), timeout=300) != 0:
-            raise RuntimeError(
-                f"building the tiny evaluation failed: {(workdir / 'tiny-eval.log').read_text()[-3000:]}"
-            )
+        _build_in_fork(lambda: _make_tiny_eval(root), workdir / "tiny-eval.log", "the tiny evaluation")
         (workdir / "eval-kill").mkdir()
         return [eval_kill_row(root, workdir / "eval-kill", seed, max(2, round(20 * scale)))]

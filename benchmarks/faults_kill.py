@@ -32,14 +32,13 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from faults_common import Outcome, Row, run_case, write_tiny_parts  # noqa: E402
+from faults_common import Outcome, Row, run_case, scratch_dir, write_tiny_parts  # noqa: E402
 
 CAMPAIGN = "kill"
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny-cpu.yaml"
@@ -99,6 +98,12 @@ def _cli(argv: list[str]) -> Callable[[], int]:
         return main(argv)
 
     return main
+
+
+def _build_in_fork(make: Callable[[], int], log: Path, what: str) -> None:
+    """Build a campaign's tiny parts in a forked child (the parent stays free of its state); raise on failure."""
+    if _reap(_fork(make, log), timeout=300) != 0:
+        raise RuntimeError(f"building {what} failed: {log.read_text()[-3000:]}")
 
 
 def _reap(pid: int, timeout: float) -> int | None:
@@ -584,15 +589,11 @@ def build_kill_row(work: Path, seed: int, kills: int, n_pages: int) -> Row:
 
 def run(seed: int, scale: float = 1.0, workdir: Path | None = None) -> list[Row]:
     """Scale 1.0: 60 training kills over 90-step runs, 5 mocked and 5 real full disks, 20 build-web kills."""
-    with contextlib.ExitStack() as stack:
-        if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        workdir = Path(workdir)
+    with scratch_dir(workdir) as workdir:
         root = workdir / "tiny"
         root.mkdir(parents=True)
         _preload()
-        if _reap(_fork(lambda: _make_tiny_run(root), workdir / "tiny.log"), timeout=300) != 0:
-            raise RuntimeError(f"building the tiny model failed: {(workdir / 'tiny.log').read_text()[-3000:]}")
+        _build_in_fork(lambda: _make_tiny_run(root), workdir / "tiny.log", "the tiny model")
         kills = max(3, round(60 * scale))
         targets = ["flamingo.safetensors", "optimizer.safetensors", "rank-0.safetensors", "trainer_state.json"]
         targets += ["manifest.json"]
