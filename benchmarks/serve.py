@@ -139,6 +139,12 @@ def run_clients(url: str, clients: int, requests: int, duration: float, max_toke
     }
 
 
+def median_row(runs: list[dict]) -> dict:
+    """The run with the median requests/s (one client count, several rounds), with every round's figure."""
+    ordered = sorted(runs, key=lambda r: r["requests_per_s"])
+    return {**ordered[len(ordered) // 2], "rounds_requests_per_s": [r["requests_per_s"] for r in runs]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a saved Flamingo directory (default: build the small CPU model)")
@@ -146,6 +152,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per client (bound on count)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per client count (bound on time)")
     parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every client count, interleaved; medians shown")
     parser.add_argument("--server-args", default="--device cpu", help="extra flags for flamingo serve")
     args = parser.parse_args()
 
@@ -161,7 +168,9 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             one_request(url, image_url(0), args.max_tokens)  # warm-up
-            rows = [run_clients(url, n, args.requests, args.duration, args.max_tokens) for n in args.clients]
+            rounds = [[run_clients(url, n, args.requests, args.duration, args.max_tokens) for n in args.clients]
+                      for _ in range(args.rounds)]  # fmt: skip
+            rows = [median_row([r[i] for r in rounds]) for i in range(len(args.clients))]
         finally:
             server.terminate()
             server.wait(timeout=30)

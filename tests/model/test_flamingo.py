@@ -263,6 +263,22 @@ def test_precomputed_vision_features_match_pixels(lm_dirs, vision_dirs):
     torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("vision", ["nfnet", "clip"])  # a ViT refuses an empty batch of images
+def test_media_slots_that_are_all_padding_encode_to_nothing(lm_dirs, vision_dirs, vision):
+    """Text-only rows whose batch still has media slots (a split of a larger batch, or padding) cost no
+    encoder call and answer as if no pixels were given."""
+    model = build(lm_dirs, vision_dirs, vision=vision).eval()
+    open_gates(model)
+    enc = model.tokenizer(["a cat sat on", "the mat and"], return_tensors="pt")
+    pixels, none = torch.randn(2, 2, 1, 3, IMAGE_SIZE, IMAGE_SIZE), torch.zeros(2, 2, dtype=torch.bool)
+    with torch.no_grad():
+        media = model.encode_media(enc.input_ids, pixels, media_mask=none)
+        padded = model(enc.input_ids, enc.attention_mask, pixel_values=pixels, media_mask=none).logits
+        plain = model(enc.input_ids, enc.attention_mask).logits
+    assert media.shape[:2] == (2, 2) and not media.any()
+    torch.testing.assert_close(padded, plain)
+
+
 # ------------------------------------------------------------------------ bad input
 
 

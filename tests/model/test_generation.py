@@ -81,6 +81,30 @@ def test_cached_decoder_prefills_once_then_steps_like_recomputation(model):
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("cache_media", [True, False])
+def test_decoding_from_visual_tokens_equals_decoding_from_pixels(model, cache_media):
+    """A prompt whose media were resampled beforehand (what the server does) decodes exactly as from pixels;
+    visual tokens with too few media slots for a row's <image> tokens are refused by name."""
+    from flamingo_vlm.model.generation import CachedDecoder
+
+    batch = prompt_batch(model)
+    ids, mask, beams = batch["input_ids"], batch["attention_mask"], 2
+    media = (batch["pixel_values"], None, batch["media_mask"])
+    with torch.no_grad():
+        tokens = model.encode_media(ids, *media)  # (b, n, L, d)
+        from_pixels = CachedDecoder(model, ids, mask, media, beams, cache_media)
+        from_tokens = CachedDecoder(model, ids, mask, (None, None, None), beams, cache_media, visual_tokens=tokens)
+        torch.testing.assert_close(from_tokens.prefill(), from_pixels.prefill())
+        seqs, mask = ids.repeat_interleave(beams, dim=0), mask.repeat_interleave(beams, dim=0)
+        seqs = torch.cat([seqs, seqs[:, -1:]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        torch.testing.assert_close(from_tokens.step(seqs, mask), from_pixels.step(seqs, mask))
+        with pytest.raises(ValueError, match="media slots"):
+            CachedDecoder(model, ids, mask[:, :-1], (None, None, None), visual_tokens=tokens[:, :1]).prefill()
+        with pytest.raises(ValueError, match="visual_tokens has shape"):
+            CachedDecoder(model, ids, mask[:, :-1], (None, None, None), visual_tokens=tokens[0]).prefill()
+
+
 def test_beam_search_with_one_beam_is_greedy(model):
     """generate() routes num_beams=1 to greedy; the beam-search code path must agree with it."""
     from flamingo_vlm.model.generation import _beam_search, _processors, _Stopper

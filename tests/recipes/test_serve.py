@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from flamingo_vlm.cli import main
-from flamingo_vlm.recipes.serve import is_loopback
+from flamingo_vlm.recipes.serve import default_threads, is_loopback
+from flamingo_vlm.serve.batching import available_cpus
 
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -45,3 +46,14 @@ def test_a_public_bind_without_key_warns(tiny_flamingo_dir, launched, capsys):
 def test_a_bad_prompt_format_fails_before_loading(tmp_path):
     with pytest.raises(ValueError, match="neither a preset"):
         main(["serve", "--model", str(tmp_path / "no-model"), "--prompt-format", "nope"])
+
+
+def test_kernel_threads_leave_cpus_to_the_http_side(tiny_flamingo_dir, launched, monkeypatch):
+    """--threads sets the model's CPU threads; without it, half the CPUs (at least one) go to the kernels."""
+    import torch
+
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    assert main(["serve", "--model", tiny_flamingo_dir, "--device", "cpu", "--threads", "3"]) == 0
+    assert main(["serve", "--model", tiny_flamingo_dir, "--device", "cpu"]) == 0
+    assert threads == [3, default_threads()] and default_threads() == max(1, available_cpus() // 2)

@@ -160,3 +160,140 @@ def test_a_full_queue_answers_503(make_server, slow_steps):
         first.join()
         assert status == 503 and body["error"]["code"] == "queue_full"
         assert post(f"{url}/v1/chat/completions", {"messages": chat(2), "max_tokens": 2})[0] == 200  # and recovers
+
+
+@pytest.fixture
+def prefills(monkeypatch):
+    """Each prefill the engine runs: (time it started, rows, the arrival time of each of its jobs)."""
+    started = []
+    start = batching.BatchEngine._start
+
+    def recording(self, jobs):
+        started.append((time.monotonic(), sum(job.rows for job in jobs), [job.arrived for job in jobs]))
+        return start(self, jobs)
+
+    monkeypatch.setattr(batching.BatchEngine, "_start", recording)
+    return started
+
+
+def test_waiting_requests_join_together_once_they_fill_the_batch(make_server, slow_steps, prefills):
+    """Three requests arriving one by one during a decode join it in one prefill, as soon as they fill its
+    free rows (batch_wait_ms is a minute: waiting for it would time the test out), and answer as alone."""
+    later = [(chat(1), 6), (chat(2, shots=1), 5), (chat(4), 7)]
+    with make_server(batch_wait_ms=60_000, max_batch_size=4) as (url, _):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+
+        def ask(messages, max_tokens):
+            return client.chat.completions.create(model="tiny", messages=messages, max_tokens=max_tokens)
+
+        alone = [ask(*r) for r in later]
+        before = len(prefills)
+        with ThreadPoolExecutor(4) as pool:
+            long = pool.submit(ask, chat(3), 60)
+            while len(slow_steps) < 3:  # the long request is decoding
+                time.sleep(0.01)
+            together = []
+            for request in later:
+                together.append(pool.submit(ask, *request))
+                time.sleep(0.1)  # one by one, each while the others wait
+            together = [f.result() for f in together]
+            assert long.result().choices[0].finish_reason == "length"
+    assert [rows for _, rows, _ in prefills[before:]] == [1, 3]
+    for a, b in zip(alone, together):
+        assert b.choices[0].message.content == a.choices[0].message.content and b.usage == a.usage
+
+
+def test_a_request_joins_alone_after_batch_wait_ms(make_server, slow_steps, prefills):
+    """One request arriving during a decode, with rows to spare, waits batch_wait_ms for company, then joins."""
+    with make_server(batch_wait_ms=400) as (url, _):
+        with ThreadPoolExecutor(2) as pool:
+            long = pool.submit(post, f"{url}/v1/chat/completions", {"messages": chat(3), "max_tokens": 60})
+            while len(slow_steps) < 3:
+                time.sleep(0.01)
+            status, _ = post(f"{url}/v1/chat/completions", {"messages": chat(1), "max_tokens": 4})
+            assert status == 200 and long.result()[0] == 200
+    started, rows, (arrived,) = prefills[-1]
+    assert rows == 1 and 0.4 <= started - arrived < 0.4 + 0.5  # waited, then joined within a few 50 ms steps
+
+
+def test_only_a_loaded_server_waits_for_company(make_server, slow_steps, prefills):
+    """A lone client never waits batch_wait_ms. A decode that ends with a request still waiting marks the
+    server as loaded: that request's batch then waits for company until batch_wait_ms after its arrival
+    (here in vain). After a decode without company, the next lone request again starts at once."""
+    url_path = "/v1/chat/completions"
+
+    def wait_of_last_batch():
+        started, _, arrived = prefills[-1]
+        return started - min(arrived)
+
+    with make_server(batch_wait_ms=1500) as (url, _):
+        assert post(url + url_path, {"messages": chat(1), "max_tokens": 3})[0] == 200
+        assert wait_of_last_batch() < 1.0
+        with ThreadPoolExecutor(1) as pool:
+            long = pool.submit(post, url + url_path, {"messages": chat(3), "max_tokens": 20})  # 20 steps: 1 s
+            while len(slow_steps) < 3:
+                time.sleep(0.01)
+            assert post(url + url_path, {"messages": chat(1), "max_tokens": 3})[0] == 200  # not joined in 1.5 s
+            assert long.result()[0] == 200
+        assert wait_of_last_batch() >= 1.5
+        assert post(url + url_path, {"messages": chat(2), "max_tokens": 3})[0] == 200
+        assert wait_of_last_batch() < 1.0
+
+
+def test_a_reply_sent_whole_gets_its_text_once_and_equal_to_the_stream(model_and_processor):
+    """Without streaming a row decodes and sends its text once, at the end; that text is the streamed deltas
+    joined, with and without stop strings."""
+    model, processor = model_and_processor
+    tokenizer = processor.tokenizer
+    tokens = tokenizer(" shape number 3 and a red circle", add_special_tokens=False)["input_ids"]
+
+    class Sink:  # a Job's emit, recorded
+        def __init__(self, stream, decoding):
+            self.stream, self.decoding, self.events = stream, decoding, []
+
+        def emit(self, event):
+            self.events.append(event)
+
+    for stop in ([], ["red"]):
+        texts = {}
+        for stream in (True, False):
+            job = Sink(stream, batching.Decoding(max_new_tokens=len(tokens), stop=stop))
+            row = batching._Row(job, 0, "cpu")
+            for token in tokens:
+                row.advance(token, [], tokenizer)
+                if row.done:
+                    break
+            deltas = [e.text for e in job.events if isinstance(e, batching.Delta)]
+            assert stream or len(deltas) == 1
+            texts[stream] = "".join(deltas)
+        assert texts[True] == texts[False] and texts[False]
+        assert ("red" not in texts[False]) if stop else texts[False].endswith("circle")
+
+
+def test_media_encoded_in_parts_equal_the_whole_batch(model_and_processor):
+    """The engine's media encoding split over threads (rows with two images, one, none) gives the visual
+    tokens of one encoder call on the whole batch."""
+    import io
+
+    import torch
+    from PIL import Image
+    from serve_helpers import picture
+
+    from flamingo_vlm.serve.metrics import ServeMetrics
+
+    model, processor = model_and_processor
+    images = [Image.open(io.BytesIO(picture(seed))).convert("RGB") for seed in range(4)]
+    texts = ["<image>a<image>b", "<image>c", "no picture here", "<image>d"]
+    batch = processor(texts, images=[images[:2], images[2:3], [], images[3:]])
+    inputs = batch["input_ids"], batch["pixel_values"], batch["media_mask"]
+    engine = batching.BatchEngine(model, processor, ServeMetrics())
+    engine.media_parts = 3
+    engine.start()
+    try:
+        with torch.inference_mode():
+            parts = engine._encode_media(*inputs)
+            whole = model.encode_media(inputs[0], inputs[1], None, inputs[2])
+    finally:
+        engine.stop()
+    assert parts.shape == whole.shape == (4, 2, *whole.shape[2:])
+    torch.testing.assert_close(parts, whole)

@@ -356,6 +356,8 @@ class Flamingo(nn.Module):
             details = ", ".join(f"row {r}: {counts[r].item()} <image> tokens vs {real[r].item()} media" for r in bad)
             raise ValueError(f"<image> token count differs from the number of real media ({details})")
 
+        if not media_mask.any():  # only padding slots: nothing to encode (an encoder may refuse an empty batch)
+            return self.resampler.latents.new_zeros(b, n, self.config.num_latents, self.vision.hidden_size)
         if pixel_values is not None:
             pixels = pixel_values[media_mask]  # (n_real, t, c, h, w)
             t = pixels.shape[1]

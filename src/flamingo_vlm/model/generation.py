@@ -77,11 +77,14 @@ def prefill(
     media_mask: torch.Tensor | None,
     expand: int = 1,
     cache_media: bool = True,
+    visual_tokens: torch.Tensor | None = None,
 ) -> _Prompt:
     """Run the prompt once and return the state for continuing it ``expand`` times per row.
 
     With ``cache_media`` the prompt runs on its b rows and the caches are repeated afterwards;
     without it (the common open-source strategy) media are encoded and projected per copy.
+    ``visual_tokens`` (b, n, L, d): the media already through :meth:`Flamingo.encode_media`, for a
+    caller that encodes them its own way (the server splits a batch's images over the free CPUs).
     """
     if not cache_media and expand > 1:
 
@@ -90,8 +93,11 @@ def prefill(
 
         input_ids, attention_mask = rep(input_ids), rep(attention_mask)
         pixel_values, vision_features, media_mask = rep(pixel_values), rep(vision_features), rep(media_mask)
-        expand = 1
-    media = model.encode_media(input_ids, pixel_values, vision_features, media_mask)  # (b, n, L, d)
+        visual_tokens, expand = rep(visual_tokens), 1
+    if visual_tokens is None:
+        media = model.encode_media(input_ids, pixel_values, vision_features, media_mask)  # (b, n, L, d)
+    else:
+        media = _checked_visual_tokens(model, input_ids, visual_tokens)
     phi = last_media_index(input_ids, model.media_token_id)  # (b, T)
     attend = media_attention_mask(phi, media.shape[1], model.config.media_attention)
     kv_cache: dict | None = {} if cache_media else None
@@ -110,6 +116,17 @@ def prefill(
         logits, phi, media = (x.repeat_interleave(expand, dim=0) for x in (logits, phi, media))
         kv_cache = {k: tuple(t.repeat_interleave(expand, dim=0) for t in kv) for k, kv in kv_cache.items()}
     return _Prompt(logits, cache, media, kv_cache, phi)
+
+
+def _checked_visual_tokens(model: Flamingo, input_ids: torch.Tensor, visual_tokens: torch.Tensor) -> torch.Tensor:
+    """``visual_tokens`` (b, n, L, d), once each row is known to have a slot for each of its ``<image>`` tokens."""
+    b = input_ids.shape[0]
+    if visual_tokens.dim() != 4 or visual_tokens.shape[0] != b:
+        raise ValueError(f"visual_tokens has shape {tuple(visual_tokens.shape)}, expected (b={b}, n_media, L, d)")
+    most = int((input_ids == model.media_token_id).sum(dim=1).max()) if b else 0
+    if most > visual_tokens.shape[1]:
+        raise ValueError(f"a row has {most} <image> tokens but visual_tokens has {visual_tokens.shape[1]} media slots")
+    return visual_tokens
 
 
 class _Stopper:
@@ -276,9 +293,10 @@ class CachedDecoder:
         media: Media,
         expand: int = 1,
         cache_media: bool = True,
+        visual_tokens: torch.Tensor | None = None,
     ) -> None:
         self.model, self.input_ids, self.attention_mask, self.media = model, input_ids, attention_mask, media
-        self.expand, self.cache_media = expand, cache_media
+        self.expand, self.cache_media, self.visual_tokens = expand, cache_media, visual_tokens
         self.prompt: _Prompt | None = None
 
     def prefill(self) -> torch.Tensor:
@@ -290,6 +308,7 @@ class CachedDecoder:
             *self.media,
             expand=self.expand,
             cache_media=self.cache_media,
+            visual_tokens=self.visual_tokens,
         )
         return self.prompt.logits
 

@@ -26,6 +26,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def default_threads() -> int:
+    """Half the CPUs this process may use, at least one: the model's kernels get the threads, the HTTP
+    server, the request threads (image decoding, JSON) and the second part of each batch's media encoding
+    keep the rest (docs/serving.md: on 2 CPUs, 8 clients were served ~30 % slower with 2 kernel threads)."""
+    from flamingo_vlm.serve.batching import available_cpus
+
+    return max(1, available_cpus() // 2)
+
+
 def build_config(args: argparse.Namespace):
     """The :class:`ServeConfig` the flags describe."""
     from flamingo_vlm.serve.config import ServeConfig
@@ -60,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO)
     model = Flamingo.from_pretrained(args.model, lm_dtype=args.lm_dtype, device_map=args.device_map)
     model = model.place(None if model.lm_spread else args.device).eval()
+    torch.set_num_threads(args.threads or default_threads())
     app = create_app(model, FlamingoProcessor.from_model(model), config)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
@@ -76,13 +86,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-id", help="the model name the API reports (default: the directory's name)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--lm-dtype", choices=("auto", "fp32", "bf16", "fp16"), help="load the frozen LM in this dtype")
+    parser.add_argument("--threads", type=int, help="CPU threads for the model's kernels (default: half the CPUs)")
     parser.add_argument("--device-map", help="spread the frozen LM over devices (accelerate: auto, balanced, …)")
     parser.add_argument(
         "--prompt-format", default="flamingo", help="preset (flamingo, vqa, caption) or a YAML file (docs/serving.md)"
     )
     parser.add_argument("--allow-remote-images", action="store_true", help="fetch http(s) image URLs (off: data URLs)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="rows decoded together")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for company")
+    parser.add_argument(
+        "--batch-wait-ms", type=float, default=20.0, help="how long a request waits for company, under load"
+    )
     defaults = ServeLimits()
     for f in fields(ServeLimits):
         flag = "--" + f.name.replace("_", "-")

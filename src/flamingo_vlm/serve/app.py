@@ -132,7 +132,7 @@ class _Server:
                        max_tokens: int | None, shape: _Shape) -> Response:  # fmt: skip
         prepared = await run_in_threadpool(self.prepare, prompt, refs, where)
         decoding = self.decoding(req, max_tokens, prepared)
-        job = Job(prepared, decoding)
+        job = Job(prepared, decoding, stream=bool(req.stream))
         self.engine.submit(job)  # 503 here, before any byte of a stream is sent
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)

@@ -1,13 +1,21 @@
 """The batching engine: one worker thread owns the model; requests queue up and are decoded together.
 
 Concurrent requests on one model waste it when served one by one: a decoding step of 8 rows costs
-barely more than a step of one. The worker takes the first waiting request, waits up to
-``batch_wait_ms`` for others (up to ``max_batch_size`` rows, a request with ``n`` choices being ``n``
-rows), left-pads their prompts into one batch and decodes them with the model's cached decoder
+barely more than a step of one. The worker takes the first waiting request and the others already
+queued (up to ``max_batch_size`` rows, a request with ``n`` choices being ``n`` rows), left-pads their
+prompts into one batch and decodes them with the model's cached decoder
 (:class:`~flamingo_vlm.model.generation.CachedDecoder`: media encoded once, visual keys/values and the
-LM's KV cache kept). Each step streams each row's new text to its request. A row that finishes, or
-whose client went away, leaves the batch at once (its caches are cut out), so the others go on at
-the smaller size; a cancelled request frees its queue slot immediately.
+LM's KV cache kept). Each step streams each row's new text to its request (a reply sent whole gets
+its text once, at the end). A row that finishes, or whose client went away, leaves the batch at once
+(its caches are cut out), so the others go on at the smaller size; a cancelled request frees its
+queue slot immediately.
+
+Requests arriving during a decode join it (continuous batching), in groups: a prefill (vision
+encoder, resampler, prompt) costs nearly as much for one request as for eight, so waiting requests
+join once they fill the free rows or the oldest has waited ``batch_wait_ms``. Under load (the last
+decode served several requests or left some waiting) a new batch also waits for company: until it
+has as many rows as the last one had, ``batch_wait_ms`` after its first request's arrival at most;
+a lone client never waits. docs/serving.md has the measurements behind both rules.
 
 Rows are independent: a row's tokens depend only on its own prompt and images (left padding is
 masked and positions come from the mask), so batched greedy answers equal one-at-a-time answers.
@@ -20,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -100,11 +110,14 @@ class Job:
         decoding: Decoding | None = None,
         candidates: list[list[int]] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        stream: bool = True,
     ) -> None:
         self.prepared, self.decoding, self.candidates = prepared, decoding, candidates
         self.loop = loop or asyncio.get_running_loop()
+        self.stream = stream  # False: the reply is sent whole, so its text is decoded and sent once, at the end
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
+        self.arrived = time.monotonic()
         self.released = False
         self.finished_choices = 0
 
@@ -141,7 +154,10 @@ class BatchEngine:
         self._held: Job | None = None  # taken from the queue but not fitting the last batch: it opens the next
         self._lock = threading.Lock()
         self._active = 0  # jobs queued or running, cancelled ones excluded
+        self._company_rows = 1  # rows a new batch waits for (batch_wait_ms at most): 1 unless the server is busy
         self._thread: threading.Thread | None = None
+        self.media_parts = media_parts(self.device)
+        self._pool: ThreadPoolExecutor | None = None  # threads encoding the parts of a batch's media
 
     # ------------------------------------------------------------------ request side
 
@@ -172,6 +188,8 @@ class BatchEngine:
     # ------------------------------------------------------------------ worker
 
     def start(self) -> None:
+        if self.media_parts > 1:
+            self._pool = ThreadPoolExecutor(self.media_parts, thread_name_prefix="flamingo-serve-media")
         self._thread = threading.Thread(target=self._run, name="flamingo-serve-engine", daemon=True)
         self._thread.start()
 
@@ -180,16 +198,21 @@ class BatchEngine:
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
-        """The first job and those arriving within ``batch_wait_ms`` (decoding jobs only, up to the row cap)."""
+        """The first job and those already waiting, plus, under load, those arriving until the batch is as
+        large as the last one or ``batch_wait_ms`` after the first's arrival (decoding jobs, up to the row cap)."""
         jobs, rows, stopping = [first], first.rows, False
         if not self._batchable(first):
             return jobs, stopping
-        deadline = time.monotonic() + self.batch_wait_s
+        company, deadline = min(self._company_rows, self.max_batch_size), first.arrived + self.batch_wait_s
         while rows < self.max_batch_size:
+            wait = deadline - time.monotonic() if rows < company else 0.0
             try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                job = self._queue.get(timeout=max(0.0, wait))
             except queue.Empty:
                 break
             if job is None:
@@ -263,9 +286,10 @@ class BatchEngine:
     def _decode(self, jobs: list[Job]) -> None:
         rows, decoder, seqs, mask, logits = self._start(jobs)
         joinable = self.continuous and _joinable(decoder)
-        started, generated = time.perf_counter(), 0
+        started, generated, served, peak = time.perf_counter(), 0, len(jobs), len(rows)
         while True:
             self.metrics.batch_rows.observe(len(rows))
+            peak = max(peak, len(rows))
             logits = logits.float()
             logits[:, self.model.media_token_id] = -float("inf")  # a generated <image> would have no image
             tokens = logits.argmax(-1)  # (B,)
@@ -287,21 +311,54 @@ class BatchEngine:
                 rows, seqs, mask = [rows[i] for i in keep], seqs[keep], mask[keep]
                 _select_rows(decoder, keep)
             logits = decoder.step(seqs, mask)
-            joining = self._admit(len(rows)) if joinable else []
-            if joining:  # continuous batching: new requests join at this step, their prompts prefilled apart
+            joining = self._admit(len(rows)) if joinable and self._join_due(len(rows)) else []
+            if joining:  # continuous batching: new requests join at this step, their prompts prefilled together
                 new_rows, new_decoder, new_seqs, new_mask, new_logits = self._start(joining)
                 pad_id = self.tokenizer.pad_token_id
                 seqs, mask = _merge_rows(decoder, seqs, mask, new_decoder, new_seqs, new_mask, pad_id)
                 rows, logits = rows + new_rows, torch.cat([logits, new_logits])
                 self.metrics.joined_rows.inc(len(new_rows))
+                served += len(joining)
+        busy = served > 1 or self._held is not None or not self._queue.empty()  # others came, or still wait
+        self._company_rows = max(peak, 2) if busy else 1
         self.metrics.record_tokens(generated, time.perf_counter() - started)
 
     def _start(self, jobs: list[Job]) -> tuple[list[_Row], CachedDecoder, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Rows of ``jobs`` (one per choice), prefilled together: rows, decoder, sequences, mask, logits."""
         rows = [_Row(job, k, self.device) for job in jobs for k in range(job.decoding.n)]
         input_ids, attention_mask, pixel_values, media_mask = self._collate([row.job.prepared for row in rows])
-        decoder = CachedDecoder(self.model, input_ids, attention_mask, (pixel_values, None, media_mask))
+        visual_tokens = self._encode_media(input_ids, pixel_values, media_mask)  # (B, n, L, d)
+        decoder = CachedDecoder(self.model, input_ids, attention_mask, (None, None, None), visual_tokens=visual_tokens)
         return rows, decoder, input_ids, attention_mask, decoder.prefill()  # logits (B, V)
+
+    def _encode_media(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, media_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The batch's visual tokens (B, n, L, d): its rows split into ``media_parts`` parts encoded at once,
+        each on a thread of the pool (the encoder and resampler are compute-bound, and a batch's images cost
+        about as much together as one by one, so on a CPU the free cores are what makes them cheaper)."""
+        b = input_ids.shape[0]
+        if self._pool is None or b < 2:
+            return self.model.encode_media(input_ids, pixel_values, None, media_mask)
+        bounds = [round(i * b / self.media_parts) for i in range(self.media_parts + 1)]
+        parts = [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+
+        def encode(rows: slice) -> torch.Tensor:
+            with torch.inference_mode():  # a thread-local mode: set on the pool's thread too
+                return self.model.encode_media(input_ids[rows], pixel_values[rows], None, media_mask[rows])
+
+        return torch.cat(list(self._pool.map(encode, parts)))  # every part keeps the batch's n media slots
+
+    def _join_due(self, running_rows: int) -> bool:
+        """Whether the waiting jobs should join the running decode now: when they fill its free rows, or when
+        the oldest has waited ``batch_wait_ms``. Joining in groups pays one prefill (vision encoder, resampler,
+        prompt) for the group instead of one per request, which on a busy server costs more than the steps."""
+        with self._queue.mutex:  # a look at the waiting jobs, oldest first, without taking them
+            waiting = [job for job in self._queue.queue if job is not None and not job.cancelled.is_set()]
+        if not waiting:
+            return False
+        free = self.max_batch_size - running_rows
+        return sum(job.rows for job in waiting) >= free or time.monotonic() - waiting[0].arrived >= self.batch_wait_s
 
     def _admit(self, running_rows: int) -> list[Job]:
         """Waiting decoding jobs that fit beside ``running_rows``, taken without waiting (none while a job is held)."""
@@ -398,14 +455,14 @@ class _Row:
 
     def advance(self, token: int, stop_ids: list[int], tokenizer: Any) -> None:
         """Take one new token: end at a stop token, a stop string or ``max_new_tokens``; send new text."""
+        self.tokens.append(token)
         if token in stop_ids:
             self.done, self.reason = True, "stop"
-            self.tokens.append(token)
             self.flush(tokenizer, final=True, drop_last=True)
             return
-        self.tokens.append(token)
         self.done = len(self.tokens) >= self.decoding.max_new_tokens
-        self.flush(tokenizer, final=self.done)
+        if self.done or self.job.stream or self.decoding.stop:  # a whole reply needs its text once, at the end
+            self.flush(tokenizer, final=self.done)
 
     def flush(self, tokenizer: Any, final: bool, drop_last: bool = False) -> None:
         """Send the text that can no longer change: stripped, cut at a stop string, minus a possible stop prefix."""
@@ -420,9 +477,21 @@ class _Row:
         else:
             text = text[: len(text) - self.holdback] if self.holdback else text
             text = text.rstrip().rstrip("\ufffd")  # an incomplete UTF-8 sequence or trailing space may change
-        if text.startswith(self.sent) and len(text) > len(self.sent):
+        if (final or self.job.stream) and text.startswith(self.sent) and len(text) > len(self.sent):
             self.job.emit(Delta(self.index, text[len(self.sent) :]))
             self.sent = text
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def media_parts(device: torch.device) -> int:
+    """Into how many parts the engine splits a batch's media for encoding: on a CPU, as many as there are
+    CPUs for kernel threads (2 with ``flamingo serve``'s default threads, half the CPUs); on an accelerator,
+    whose one encoder call already uses it whole, 1."""
+    return max(1, available_cpus() // torch.get_num_threads()) if device.type == "cpu" else 1
 
 
 def _select_rows(decoder: CachedDecoder, keep: list[int]) -> None:

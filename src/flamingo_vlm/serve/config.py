@@ -16,7 +16,7 @@ class ServeConfig:
     api_key: str | None = None  # when set, every route but /health and the page needs "Authorization: Bearer"
     allow_remote_images: bool = False  # fetch http(s) image URLs (timeout and size cap from limits)
     max_batch_size: int = 16  # rows (choices) decoded together
-    batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    batch_wait_ms: float = 20.0  # how long a request waits for company, under load (batching.py)
     limits: ServeLimits = field(default_factory=ServeLimits)
     prompt_format: PromptFormat = field(default_factory=PromptFormat)
 
