@@ -38,9 +38,13 @@ class MaskedCrossAttention(nn.Module):
         self.k_norm = nn.LayerNorm(dim_head) if qk_norm else nn.Identity()
 
     def project_media(self, media: torch.Tensor) -> MediaKV:
-        """media: (b, n_media, n_latents, d_vis) → keys, values, each (b, h, n_media·n_latents, dh)."""
-        k, v = self.to_kv(media.flatten(1, 2)).chunk(2, dim=-1)  # (b, n·L, h·dh)
-        k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (k, v))
+        """media: (b, n_media, n_latents, d_vis) → keys, values, each (b, h, n_media·n_latents, dh).
+
+        Contiguous copies, not views of the projection: FSDP2 (which wraps this method) cannot see an
+        in-place op on a view output, and warns about every one; the keys/values are read at every step.
+        """
+        k, v = self.to_kv(media.flatten(1, 2)).chunk(2, dim=-1)  # (b, n·L, h·dh), each a view
+        k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2).contiguous() for t in (k, v))
         return self.k_norm(k), v
 
     def forward(self, x: torch.Tensor, media_kv: MediaKV, attend: torch.Tensor) -> torch.Tensor:
