@@ -155,6 +155,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of every client count, interleaved; medians shown")
     parser.add_argument("--server-args", default="--device cpu", help="extra flags for flamingo serve")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model

@@ -57,3 +57,9 @@ def test_kernel_threads_leave_cpus_to_the_http_side(tiny_flamingo_dir, launched,
     assert main(["serve", "--model", tiny_flamingo_dir, "--device", "cpu", "--threads", "3"]) == 0
     assert main(["serve", "--model", tiny_flamingo_dir, "--device", "cpu"]) == 0
     assert threads == [3, default_threads()] and default_threads() == max(1, available_cpus() // 2)
+
+
+def test_zero_threads_is_refused_before_the_model_loads(launched):
+    with pytest.raises(SystemExit, match="--threads must be at least 1"):
+        main(["serve", "--model", "/nonexistent", "--device", "cpu", "--threads", "0"])
+    assert not launched

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise SystemExit(f"flamingo serve needs the serve extra: pip install 'flamingo-vlm[serve]' ({err})") from err
     config = build_config(args)  # before loading the model: a bad flag should not cost a model load
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {args.threads}")
     if not is_loopback(args.host) and config.api_key is None:
         print(
             f"WARNING: serving on {args.host} without --api-key: anyone who can reach this address can use the model",
